@@ -1,0 +1,81 @@
+# Build and test the executable book.
+#
+#   make book     strict HTML build -> _build/html/index.html
+#   make test     make book, then pytest: unit tests, nbval on every chapter,
+#                 HTML checks and the figure-regression proof
+#   make execute  re-run every chapter in place and normalise it (the only
+#                 way committed outputs should change); NB=book/02_x.ipynb
+#                 restricts it to one chapter
+#   make bench    time `make book` and `make test` on a warm environment
+#   make lock     regenerate requirements.txt from TOP_DEPS
+#   make clean    remove build output (keeps .venv); `make distclean` too
+
+SHELL := /bin/bash
+.SHELLFLAGS := -euo pipefail -c
+.DEFAULT_GOAL := test
+.DELETE_ON_ERROR:
+
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed.stamp
+# Prefer python3.11; fall back to python3 (the venv recipe checks it is 3.11).
+PYTHON ?= $(shell command -v python3.11 2>/dev/null || command -v python3)
+
+# Top-level dependencies; requirements.txt is their full, exact lock.
+TOP_DEPS := jupyter-book==1.0.4.post1 numpy pandas scipy seaborn matplotlib \
+            nbval pytest hypothesis ipykernel
+
+# Chapters are book/NN_slug.ipynb; book/_template.ipynb is not one.
+CHAPTERS := $(sort $(wildcard book/[0-9][0-9]_*.ipynb))
+NB ?= $(CHAPTERS)
+
+.PHONY: venv book test execute normalize check-notebooks bench lock clean distclean
+
+venv: $(STAMP)
+
+$(STAMP): requirements.txt pyproject.toml
+	@test -n "$(PYTHON)" || { echo "error: neither python3.11 nor python3 found" >&2; exit 1; }
+	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info[:2] != (3, 11))' \
+	  || { echo "error: $(PYTHON) is $$($(PYTHON) -V 2>&1); Python 3.11 is required" >&2; exit 1; }
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet -r requirements.txt
+	$(BIN)/python -m pip install --quiet --no-deps -e .
+	touch $@
+
+book: $(STAMP)
+	rm -rf _build/html _build/.doctrees
+	$(BIN)/jupyter-book build . --warningiserror --nitpick --keep-going
+	@test -f _build/html/index.html \
+	  || { echo "error: jupyter-book exited 0 but wrote no _build/html/index.html" >&2; exit 1; }
+	@echo "book: _build/html/index.html"
+
+test: book
+	$(BIN)/python -m pytest
+
+execute: $(STAMP)
+	$(BIN)/python tools/execute_notebooks.py $(NB)
+	$(BIN)/python tools/normalize_notebooks.py $(NB)
+
+normalize: $(STAMP)
+	$(BIN)/python tools/normalize_notebooks.py $(NB)
+
+check-notebooks: $(STAMP)
+	$(BIN)/python tools/normalize_notebooks.py --check $(NB)
+
+bench: $(STAMP)
+	$(BIN)/python tools/bench.py
+
+lock:
+	rm -rf _build/lockvenv
+	$(PYTHON) -m venv _build/lockvenv
+	_build/lockvenv/bin/python -m pip install --quiet $(TOP_DEPS)
+	{ sed -n '/^#/p' requirements.txt; _build/lockvenv/bin/python -m pip freeze --exclude-editable; } > requirements.txt.new
+	mv requirements.txt.new requirements.txt
+	rm -rf _build/lockvenv
+
+clean:
+	rm -rf _build .pytest_cache .hypothesis
+	find . -path ./$(VENV) -prune -o -name __pycache__ -type d -prune -exec rm -rf {} +
+
+distclean: clean
+	rm -rf $(VENV) src/*.egg-info
