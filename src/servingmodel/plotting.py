@@ -1,0 +1,149 @@
+"""The book's house style: one place for themes, colours, markers and labels.
+
+Chapters never set styles; they call :func:`set_style` once (in a hidden
+preamble cell) and draw with the helpers here. Every figure is followed by a
+hidden cell that calls :func:`figure_summary`, so the plotted numbers are part
+of what nbval compares.
+"""
+
+from __future__ import annotations
+
+import matplotlib
+
+matplotlib.use("Agg")
+
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import seaborn as sns  # noqa: E402
+
+X_PER_USER = "throughput per user (output tok/s/user)"
+Y_PER_GPU = "throughput per GPU (output tok/s/GPU)"
+X_CONCURRENCY = "concurrency (requests in flight)"
+
+FAMILY_PALETTE = {"TP2": "Blues", "TP4": "Greens", "TP8": "Oranges", "disaggregated": "Purples"}
+FAMILY_MARKER = {"TP2": "o", "TP4": "s", "TP8": "D", "disaggregated": "^"}
+_DISAGG_ORDER = ("1P-TP4 + 3D-TP4", "2P-TP4 + 2D-TP4", "3P-TP4 + 1D-TP4", "2P-TP4 + 1D-TP8", "1P-TP8 + 1D-TP8")
+_MAX_REPLICAS = {"TP2": 8, "TP4": 4, "TP8": 2}
+
+
+def set_style() -> None:
+    """Apply the book's seaborn theme and figure defaults (called once per chapter)."""
+    sns.set_theme(context="notebook", style="whitegrid", font_scale=0.95)
+    plt.rcParams.update(
+        {
+            "figure.figsize": (8.0, 5.0),
+            "figure.dpi": 100,
+            "savefig.dpi": 100,
+            "axes.titlesize": "medium",
+            "legend.fontsize": "small",
+            "lines.linewidth": 1.6,
+            "lines.markersize": 5,
+            "svg.hashsalt": "servingmodel",
+        }
+    )
+
+
+def family_of(deployment: str) -> str:
+    """Family of a deployment label (``TP4 x 2`` -> ``TP4``; P/D labels -> ``disaggregated``)."""
+    if "P-TP" in deployment:
+        return "disaggregated"
+    fam = deployment.split(" x ")[0]
+    if fam not in _MAX_REPLICAS:
+        raise ValueError(f"unknown deployment label {deployment!r}")
+    return fam
+
+
+def deployment_style(deployment: str) -> dict:
+    """Colour, marker and line style of one deployment (same everywhere in the book)."""
+    fam = family_of(deployment)
+    cmap = sns.color_palette(FAMILY_PALETTE[fam], as_cmap=True)
+    if fam == "disaggregated":
+        idx = _DISAGG_ORDER.index(deployment) if deployment in _DISAGG_ORDER else 0
+        shade = 0.45 + 0.5 * idx / (len(_DISAGG_ORDER) - 1)
+        ls = "--"
+    else:
+        n = int(deployment.split(" x ")[1])
+        top = _MAX_REPLICAS[fam]
+        shade = 0.45 + 0.5 * (n - 1) / max(top - 1, 1)
+        ls = "-"
+    return {"color": cmap(shade), "marker": FAMILY_MARKER[fam], "linestyle": ls}
+
+
+def plot_curves(ax, df, x: str, y: str, *, label_points: bool = True, deployments=None, alpha: float = 1.0,
+                line: bool = True, suffix: str = "", linestyle=None, marker=None) -> None:
+    """Draw one curve per deployment of ``df`` (sorted by concurrency), in the house style.
+
+    ``df`` needs columns ``deployment``, ``concurrency``, ``x`` and ``y``.
+    Points are labelled by concurrency when ``label_points`` is true.
+    """
+    order = deployments if deployments is not None else list(dict.fromkeys(df["deployment"]))
+    for dep in order:
+        sub = df[df["deployment"] == dep].sort_values("concurrency")
+        if sub.empty:
+            continue
+        st = deployment_style(dep)
+        if linestyle is not None:
+            st["linestyle"] = linestyle
+        if marker is not None:
+            st["marker"] = marker
+        if not line:
+            st["linestyle"] = "none"
+        ax.plot(sub[x].to_numpy(float), sub[y].to_numpy(float), label=dep + suffix, alpha=alpha, **st)
+        if label_points:
+            for xv, yv, c in zip(sub[x], sub[y], sub["concurrency"]):
+                ax.annotate(f"{int(c)}", (float(xv), float(yv)), textcoords="offset points", xytext=(3, 3),
+                            fontsize=6, color=st["color"])
+
+
+def tradeoff_axes(ax, *, log_x: bool = False) -> None:
+    """Axis labels (with units) of the throughput-per-GPU versus throughput-per-user plot."""
+    ax.set_xlabel(X_PER_USER)
+    ax.set_ylabel(Y_PER_GPU)
+    if log_x:
+        ax.set_xscale("log")
+    ax.set_ylim(bottom=0)
+
+
+def legend_outside(ax, ncol: int = 1) -> None:
+    """Legend to the right of the axes, small, in plotting order."""
+    ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), ncol=ncol, frameon=False)
+
+
+def _fmt(v: float) -> str:
+    if not np.isfinite(v):
+        return "nan"
+    return f"{v:.3g}"
+
+
+def figure_summary(fig) -> None:
+    """Print a compact, rounded text summary of every series plotted in ``fig``.
+
+    Lines and scatter collections are listed per axes with their label and
+    (x, y) values to three significant figures, plus axis labels and scales.
+    nbval compares this text, so a change in any plotted number fails the test.
+    """
+    for i, ax in enumerate(fig.axes):
+        if not ax.get_visible() or (not ax.lines and not ax.collections and not ax.patches):
+            continue
+        print(f"axes {i}: x={ax.get_xlabel()!s} [{ax.get_xscale()}] y={ax.get_ylabel()!s} [{ax.get_yscale()}]")
+        for ln in ax.lines:
+            xs, ys = ln.get_xdata(), ln.get_ydata()
+            pts = " ".join(f"({_fmt(float(a))},{_fmt(float(b))})" for a, b in zip(np.atleast_1d(xs), np.atleast_1d(ys)))
+            print(f"  line {ln.get_label()}: {pts}")
+        for col in ax.collections:
+            offs = col.get_offsets()
+            if len(offs) == 0:
+                continue
+            pts = " ".join(f"({_fmt(float(a))},{_fmt(float(b))})" for a, b in np.asarray(offs))
+            print(f"  points {col.get_label()}: {pts}")
+        bars = [p for p in ax.patches if hasattr(p, "get_height")]
+        if bars:
+            pts = " ".join(f"({_fmt(p.get_x() + p.get_width() / 2)},{_fmt(p.get_height())})" for p in bars)
+            print(f"  bars: {pts}")
+
+
+def new_figure(ncols: int = 1, nrows: int = 1, **kw):
+    """A figure with the house default size scaled by the panel grid."""
+    w, h = plt.rcParams["figure.figsize"]
+    kw.setdefault("figsize", (w * (1 if ncols == 1 else 0.62 * ncols), h * (1 if nrows == 1 else 0.8 * nrows)))
+    return plt.subplots(nrows, ncols, **kw)

@@ -1,0 +1,308 @@
+"""Hardware, model, deployment-profile and parameter facts, loaded from ``data/``.
+
+Every number used by the model lives in a CSV file of ``data/`` with its
+source; this module turns those files into small frozen dataclasses and checks
+that each value is physical. Names are case-insensitive; models accept their
+Hugging Face id, GPUs the benchmark's label.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+
+import pandas as pd
+
+from .paths import DATA_DIR
+
+GIB = 2**30
+DTYPE_BYTES = {"bf16": 2.0, "fp8": 1.0}
+
+
+class SpecError(ValueError):
+    """A data file or a requested name that the model cannot use."""
+
+
+class UnknownNameError(SpecError):
+    """A model, GPU or profile name that is not in the registry."""
+
+
+@dataclass(frozen=True)
+class GpuSpec:
+    """One accelerator: memory, bandwidth, dense throughput and interconnect."""
+
+    name: str
+    memory_bytes: float
+    hbm_bandwidth_bytes_s: float
+    bf16_flops: float
+    fp8_flops: float
+    link_bytes_s: float  # per direction, per GPU
+
+    def __post_init__(self):
+        for f in dataclasses.fields(self):
+            if f.name == "name":
+                continue
+            v = getattr(self, f.name)
+            if not (isinstance(v, (int, float)) and math.isfinite(v) and v > 0):
+                raise SpecError(f"GPU {self.name}: {f.name} must be a positive number, got {v!r}")
+
+    def flops(self, dtype: str) -> float:
+        """Dense tensor throughput for the given compute dtype."""
+        check_dtype(dtype)
+        return self.bf16_flops if dtype == "bf16" else self.fp8_flops
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """A dense decoder-only transformer (Llama family)."""
+
+    name: str
+    num_layers: int
+    hidden_size: int
+    num_heads: int
+    num_kv_heads: int
+    head_dim: int
+    ffn_size: int
+    vocab_size: int
+    num_params: float
+    max_context: int
+
+    def __post_init__(self):
+        for f in dataclasses.fields(self):
+            if f.name == "name":
+                continue
+            v = getattr(self, f.name)
+            if not (isinstance(v, (int, float)) and math.isfinite(v) and v > 0):
+                raise SpecError(f"model {self.name}: {f.name} must be a positive number, got {v!r}")
+        if self.num_heads % self.num_kv_heads:
+            raise SpecError(f"model {self.name}: num_heads must be a multiple of num_kv_heads")
+
+    def weight_bytes(self, dtype: str = "bf16") -> float:
+        """Bytes of all weights stored in ``dtype``."""
+        return self.num_params * dtype_bytes(dtype)
+
+    def kv_bytes_per_token(self, dtype: str = "bf16") -> float:
+        """Bytes of K and V cache one token occupies across all layers (whole model)."""
+        return 2 * self.num_layers * self.num_kv_heads * self.head_dim * dtype_bytes(dtype)
+
+    def embedding_params(self) -> float:
+        """Parameters of the input embedding table (a lookup, no FLOPs)."""
+        return float(self.vocab_size * self.hidden_size)
+
+
+@dataclass(frozen=True)
+class Profile:
+    """How a deployment was run: memory utilisation, CPU cores, routing, host penalty."""
+
+    name: str
+    description: str
+    gpu_memory_utilization: float
+    cpu_cores: float
+    routing: str
+    host_penalty: bool
+
+    def __post_init__(self):
+        if not 0 < self.gpu_memory_utilization <= 1:
+            raise SpecError(f"profile {self.name}: gpu_memory_utilization must be in (0, 1]")
+        if not self.cpu_cores > 0:
+            raise SpecError(f"profile {self.name}: cpu_cores must be positive")
+        if self.routing not in ("random", "balanced"):
+            raise SpecError(f"profile {self.name}: routing must be 'random' or 'balanced', got {self.routing!r}")
+
+
+@dataclass(frozen=True)
+class ParameterFact:
+    """One model parameter: its nominal (sourced) value, plausible range and source."""
+
+    name: str
+    nominal: float
+    low: float
+    high: float
+    unit: str
+    fitted: bool
+    source: str
+
+
+def check_dtype(dtype: str) -> str:
+    if dtype not in DTYPE_BYTES:
+        raise SpecError(f"unknown dtype {dtype!r}; expected one of {sorted(DTYPE_BYTES)}")
+    return dtype
+
+
+def dtype_bytes(dtype: str) -> float:
+    return DTYPE_BYTES[check_dtype(dtype)]
+
+
+def _read_long(path: Path, key: str) -> dict[str, dict[str, tuple[str, str]]]:
+    """Read a long-format facts file: one row per (entity, quantity) with a source."""
+    if not path.exists():
+        raise SpecError(f"{path}: facts file not found")
+    df = pd.read_csv(path, dtype=str, keep_default_na=False)
+    needed = [key, "quantity", "value", "unit", "source"]
+    if list(df.columns) != needed:
+        raise SpecError(f"{path.name}: columns must be {needed}, got {list(df.columns)}")
+    out: dict[str, dict[str, tuple[str, str]]] = {}
+    for i, r in df.iterrows():
+        row = int(i) + 2
+        if not r[key].strip() or not r["quantity"].strip():
+            raise SpecError(f"{path.name}, row {row}: empty {key} or quantity")
+        if not r["source"].strip():
+            raise SpecError(f"{path.name}, row {row}, column 'source': every fact needs a source")
+        ent = out.setdefault(r[key].strip(), {})
+        q = r["quantity"].strip()
+        if q in ent:
+            raise SpecError(f"{path.name}, row {row}: {q!r} given twice for {r[key]!r}")
+        ent[q] = (r["value"].strip(), r["source"].strip())
+    return out
+
+
+def _num(path: Path, ent: str, facts: dict, q: str) -> float:
+    if q not in facts:
+        raise SpecError(f"{path.name}: {ent} has no {q!r}")
+    text = facts[q][0]
+    try:
+        v = float(text)
+    except ValueError:
+        raise SpecError(f"{path.name}: {ent} {q} = {text!r} is not a number") from None
+    if not (math.isfinite(v) and v > 0):
+        raise SpecError(f"{path.name}: {ent} {q} = {text!r} must be positive")
+    return v
+
+
+def _aliases(facts: dict) -> list[str]:
+    return [a.strip() for a in facts.get("aliases", ("", ""))[0].split(";") if a.strip()]
+
+
+@lru_cache(maxsize=None)
+def _gpu_registry(path: Path) -> tuple[dict[str, GpuSpec], dict[str, str]]:
+    raw = _read_long(path, "gpu")
+    specs, names = {}, {}
+    for name, f in raw.items():
+        specs[name] = GpuSpec(
+            name=name,
+            memory_bytes=_num(path, name, f, "memory_gib") * GIB,
+            hbm_bandwidth_bytes_s=_num(path, name, f, "hbm_bandwidth_tb_s") * 1e12,
+            bf16_flops=_num(path, name, f, "bf16_dense_tflop_s") * 1e12,
+            fp8_flops=_num(path, name, f, "fp8_dense_tflop_s") * 1e12,
+            link_bytes_s=_num(path, name, f, "link_gb_s_per_direction") * 1e9,
+        )
+        for alias in [name, *_aliases(f)]:
+            names[alias.lower()] = name
+    return specs, names
+
+
+@lru_cache(maxsize=None)
+def _model_registry(path: Path) -> tuple[dict[str, ModelSpec], dict[str, str]]:
+    raw = _read_long(path, "model")
+    specs, names = {}, {}
+    ints = ("num_layers", "hidden_size", "num_heads", "num_kv_heads", "head_dim", "ffn_size", "vocab_size", "max_context")
+    for name, f in raw.items():
+        kw = {q: int(_num(path, name, f, q)) for q in ints}
+        specs[name] = ModelSpec(name=name, num_params=_num(path, name, f, "num_params"), **kw)
+        for alias in [name, *_aliases(f)]:
+            names[alias.lower()] = name
+    return specs, names
+
+
+@lru_cache(maxsize=None)
+def _profile_registry(path: Path) -> dict[str, Profile]:
+    raw = _read_long(path, "profile")
+    out = {}
+    for name, f in raw.items():
+        try:
+            hp = f["host_penalty"][0]
+            out[name] = Profile(
+                name=name,
+                description=f["description"][0],
+                gpu_memory_utilization=_num(path, name, f, "gpu_memory_utilization"),
+                cpu_cores=_num(path, name, f, "cpu_cores"),
+                routing=f["routing"][0],
+                host_penalty=hp == "1",
+            )
+        except KeyError as e:
+            raise SpecError(f"{path.name}: profile {name} has no {e.args[0]!r}") from None
+        if hp not in ("0", "1"):
+            raise SpecError(f"{path.name}: profile {name} host_penalty must be 0 or 1, got {hp!r}")
+    return out
+
+
+def _resolve(kind: str, name: str, names: dict[str, str], specs: dict):
+    key = str(name).strip().lower()
+    if key not in names:
+        known = ", ".join(sorted(specs))
+        raise UnknownNameError(f"unknown {kind} {name!r}; known {kind}s: {known}")
+    return specs[names[key]]
+
+
+def get_gpu(name: str, data_dir: Path = DATA_DIR) -> GpuSpec:
+    """Look up a GPU by short name or benchmark label (case-insensitive)."""
+    specs, names = _gpu_registry(Path(data_dir) / "gpus.csv")
+    return _resolve("GPU", name, names, specs)
+
+
+def get_model(name: str, data_dir: Path = DATA_DIR) -> ModelSpec:
+    """Look up a model by short name or Hugging Face id (case-insensitive)."""
+    specs, names = _model_registry(Path(data_dir) / "models.csv")
+    return _resolve("model", name, names, specs)
+
+
+def get_profile(name: str, data_dir: Path = DATA_DIR) -> Profile:
+    """Look up a deployment profile by name (case-insensitive)."""
+    specs = _profile_registry(Path(data_dir) / "profiles.csv")
+    return _resolve("profile", name, {k.lower(): k for k in specs}, specs)
+
+
+def gpu_names(data_dir: Path = DATA_DIR) -> list[str]:
+    return sorted(_gpu_registry(Path(data_dir) / "gpus.csv")[0])
+
+
+def model_names(data_dir: Path = DATA_DIR) -> list[str]:
+    return sorted(_model_registry(Path(data_dir) / "models.csv")[0])
+
+
+def profiles(data_dir: Path = DATA_DIR) -> dict[str, Profile]:
+    return dict(_profile_registry(Path(data_dir) / "profiles.csv"))
+
+
+@lru_cache(maxsize=None)
+def _parameter_table(path: Path) -> dict[str, ParameterFact]:
+    if not path.exists():
+        raise SpecError(f"{path}: parameter file not found")
+    df = pd.read_csv(path, dtype=str, keep_default_na=False)
+    needed = ["name", "nominal", "low", "high", "unit", "fitted", "source"]
+    if list(df.columns) != needed:
+        raise SpecError(f"{path.name}: columns must be {needed}, got {list(df.columns)}")
+    out = {}
+    for i, r in df.iterrows():
+        row = int(i) + 2
+        name = r["name"].strip()
+        if not r["source"].strip():
+            raise SpecError(f"{path.name}, row {row}, column 'source': every parameter needs a source")
+        try:
+            nominal = float(r["nominal"])
+            low = float(r["low"]) if r["low"].strip() else nominal
+            high = float(r["high"]) if r["high"].strip() else nominal
+        except ValueError:
+            raise SpecError(f"{path.name}, row {row}: nominal/low/high must be numbers") from None
+        if not low <= nominal <= high:
+            raise SpecError(f"{path.name}, row {row}: nominal {nominal} outside its range [{low}, {high}]")
+        if r["fitted"] not in ("yes", "no"):
+            raise SpecError(f"{path.name}, row {row}, column 'fitted': must be yes or no")
+        out[name] = ParameterFact(name, nominal, low, high, r["unit"], r["fitted"] == "yes", r["source"].strip())
+    return out
+
+
+def parameter_facts(data_dir: Path = DATA_DIR) -> dict[str, ParameterFact]:
+    """All model parameters with nominal value, range and source."""
+    return dict(_parameter_table(Path(data_dir) / "parameters.csv"))
+
+
+def constant(name: str, data_dir: Path = DATA_DIR) -> float:
+    """A fixed (not fitted) constant from ``data/parameters.csv``."""
+    facts = parameter_facts(data_dir)
+    if name not in facts:
+        raise SpecError(f"unknown constant {name!r}; known: {', '.join(sorted(facts))}")
+    return facts[name].nominal
