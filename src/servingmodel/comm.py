@@ -1,0 +1,63 @@
+"""What tensor parallelism costs: all-reduce communication (chapter 06).
+
+vLLM's Megatron-style layers (column-parallel then row-parallel) need two
+all-reduces of the activations per layer, one after attention and one after
+the MLP. An alpha-beta model prices each: a latency per call plus the ring
+all-reduce's 2(N-1)/N x message bytes over the achieved link bandwidth.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from .roofline import _check_eff, weight_bytes_per_gpu
+from .specs import GpuSpec, ModelSpec
+
+ACTIVATION_BYTES = 2.0  # activations are all-reduced in bf16
+
+
+def allreduce_time_s(tp, message_bytes, gpu: GpuSpec, latency_s: float, link_efficiency: float):
+    """Time of one ring all-reduce of ``message_bytes`` among ``tp`` GPUs (zero for tp = 1)."""
+    _check_eff("link_efficiency", link_efficiency)
+    if latency_s < 0:
+        raise ValueError(f"latency_s must be non-negative, got {latency_s!r}")
+    n = np.asarray(tp, float)
+    m = np.asarray(message_bytes, float)
+    if np.any(m < 0):
+        raise ValueError("message_bytes must be non-negative")
+    t = latency_s + 2.0 * (n - 1.0) / n * m / (gpu.link_bytes_s * link_efficiency)
+    return np.where(n > 1, t, 0.0)
+
+
+def allreduces_per_step(model: ModelSpec) -> int:
+    """Two all-reduces per transformer layer (after attention and after the MLP)."""
+    return 2 * model.num_layers
+
+
+def decode_comm_time_s(model: ModelSpec, gpu: GpuSpec, tp, batch, latency_s: float, link_efficiency: float):
+    """All-reduce time of one decode step: messages of batch x hidden activations."""
+    msg = np.asarray(batch, float) * model.hidden_size * ACTIVATION_BYTES
+    return allreduces_per_step(model) * allreduce_time_s(tp, msg, gpu, latency_s, link_efficiency)
+
+
+def prefill_comm_time_s(model: ModelSpec, gpu: GpuSpec, tp, isl, max_num_batched_tokens: int, latency_s: float,
+                        link_efficiency: float):
+    """All-reduce time of one chunked prefill: every chunk pays the latencies, all tokens pay the bytes."""
+    s = np.asarray(isl, float)
+    chunks = np.ceil(s / max_num_batched_tokens)
+    n = np.asarray(tp, float)
+    lat = chunks * latency_s
+    bw = 2.0 * (n - 1.0) / n * s * model.hidden_size * ACTIVATION_BYTES / (gpu.link_bytes_s * link_efficiency)
+    return np.where(n > 1, allreduces_per_step(model) * (lat + bw), 0.0)
+
+
+def bytes_per_token_allgather_weights(model: ModelSpec, tp, weight_dtype: str = "bf16"):
+    """Bytes one GPU would receive per token if it gathered the other shards (the crude model's scheme)."""
+    n = np.asarray(tp, float)
+    return weight_bytes_per_gpu(model, tp, weight_dtype) * (n - 1.0)
+
+
+def bytes_per_token_allreduce(model: ModelSpec, tp):
+    """Bytes one GPU sends per token with two ring all-reduces of the activations per layer."""
+    n = np.asarray(tp, float)
+    return allreduces_per_step(model) * 2.0 * (n - 1.0) / n * model.hidden_size * ACTIVATION_BYTES

@@ -1,0 +1,87 @@
+"""Deployment differences: CPU cores, routing and the benchmark's pods (chapter 06).
+
+Two things outside the GPU shape the measured curves. A pod with fewer CPU
+cores than busy vLLM processes (N tensor-parallel workers plus the API server
+and the engine core) makes every engine step wait for the host (hypothesis H5).
+A plain Kubernetes Service routes each new connection to a random replica, so
+replicas are unevenly loaded; the llm-d scheduler balances them.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from .specs import Profile
+
+
+def busy_processes(tp, processes_besides_workers: float):
+    """vLLM processes busy every step: one worker per GPU plus the API server and engine core."""
+    return np.asarray(tp, float) + processes_besides_workers
+
+
+def host_penalty_s(tp, profile: Profile, penalty_per_process_s: float, processes_besides_workers: float):
+    """Extra time per engine step: ``penalty_per_process_s`` for each busy process beyond the pod's cores."""
+    if penalty_per_process_s < 0:
+        raise ValueError(f"penalty_per_process_s must be non-negative, got {penalty_per_process_s!r}")
+    if not profile.host_penalty:
+        return np.zeros_like(np.asarray(tp, float))
+    excess = np.maximum(busy_processes(tp, processes_besides_workers) - profile.cpu_cores, 0.0)
+    return penalty_per_process_s * excess
+
+
+def balanced_throughput(concurrency, replicas, instance_tok_s):
+    """Total tok/s when C requests are spread evenly over R identical replicas.
+
+    ``instance_tok_s(n)`` is one replica's throughput with n >= 1 requests;
+    below one request per replica only C replicas are busy.
+    """
+    c = np.asarray(concurrency, float)
+    r = np.asarray(replicas, float)
+    n = c / r
+    return np.where(n >= 1, r * instance_tok_s(np.maximum(n, 1.0)), c * instance_tok_s(np.ones_like(n)))
+
+
+def random_routing_occupancy(concurrency: int, replicas: int, completion_rate) -> np.ndarray:
+    """Stationary distribution of requests at one replica under random routing.
+
+    The closed network of R identical replicas with state-dependent completion
+    rate mu(k) (requests/s with k present) has a product-form solution:
+    P(k_1..k_R) is proportional to prod_i prod_{j<=k_i} 1/mu(j), with sum k_i = C.
+    Returns p[k], the probability that a given replica holds k requests.
+    """
+    c, r = int(concurrency), int(replicas)
+    if c < 1 or r < 1:
+        raise ValueError("concurrency and replicas must be at least 1")
+    if r == 1:
+        p = np.zeros(c + 1)
+        p[c] = 1.0
+        return p
+    mu = np.asarray(completion_rate(np.arange(1, c + 1, dtype=float)), float)
+    if np.any(~(mu > 0)):
+        raise ValueError("completion rates must be positive")
+    logf = np.concatenate([[0.0], -np.cumsum(np.log(mu))])
+    rest = logf.copy()  # the other R-1 replicas together, in log space
+    for _ in range(r - 2):
+        rest = _log_convolve(rest, logf)
+    logp = logf + rest[::-1]
+    logp -= logp.max()
+    p = np.exp(logp)
+    return p / p.sum()
+
+
+def _log_convolve(loga: np.ndarray, logb: np.ndarray) -> np.ndarray:
+    """log of the convolution of exp(loga) and exp(logb), truncated to len(loga) terms."""
+    n = len(loga)
+    k = np.arange(n)
+    idx = k[:, None] - k[None, :]  # [k, j] -> k - j
+    terms = np.where(idx >= 0, loga[None, :] + logb[np.clip(idx, 0, None)], -np.inf)
+    m = terms.max(axis=1)
+    return m + np.log(np.exp(terms - m[:, None]).sum(axis=1))
+
+
+def random_routing_throughput(concurrency: int, replicas: int, instance_tok_s) -> float:
+    """Total tok/s of R replicas behind random routing (exact for the product-form network)."""
+    c = int(concurrency)
+    tok = np.asarray(instance_tok_s(np.arange(1, c + 1, dtype=float)), float)
+    p = random_routing_occupancy(c, replicas, lambda k: tok)
+    return float(replicas * np.dot(p[1:], tok))

@@ -1,0 +1,68 @@
+"""How many requests fit: KV-cache capacity of one vLLM instance (chapter 04).
+
+vLLM claims ``gpu_memory_utilization`` of each GPU's memory, loads the weight
+shard, keeps a reserve for activations, CUDA graphs and non-torch buffers, and
+gives the rest to the paged KV cache. Every token of every running request
+occupies ``kv_bytes_per_token_per_gpu`` on each GPU of the instance.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from .roofline import kv_bytes_per_token_per_gpu, weight_bytes_per_gpu
+from .specs import GpuSpec, ModelSpec
+
+
+class InsufficientMemoryError(ValueError):
+    """A deployment whose GPUs cannot hold the weights, or not even one request's KV cache."""
+
+
+def kv_budget_bytes_per_gpu(gpu: GpuSpec, model: ModelSpec, tp, gpu_memory_utilization: float,
+                            memory_reserve_bytes: float, weight_dtype: str = "bf16"):
+    """Bytes left for the KV cache on each GPU (negative when the weights and reserve do not fit)."""
+    if not 0 < gpu_memory_utilization <= 1:
+        raise ValueError(f"gpu_memory_utilization must be in (0, 1], got {gpu_memory_utilization!r}")
+    if memory_reserve_bytes < 0:
+        raise ValueError(f"memory_reserve_bytes must be non-negative, got {memory_reserve_bytes!r}")
+    return gpu.memory_bytes * gpu_memory_utilization - weight_bytes_per_gpu(model, tp, weight_dtype) - memory_reserve_bytes
+
+
+def kv_capacity_tokens(gpu: GpuSpec, model: ModelSpec, tp, gpu_memory_utilization: float,
+                       memory_reserve_bytes: float, weight_dtype: str = "bf16", kv_dtype: str = "bf16"):
+    """Tokens of KV cache one instance holds (zero when nothing is left after weights and reserve)."""
+    budget = kv_budget_bytes_per_gpu(gpu, model, tp, gpu_memory_utilization, memory_reserve_bytes, weight_dtype)
+    return np.maximum(budget, 0.0) / kv_bytes_per_token_per_gpu(model, tp, kv_dtype)
+
+
+def mean_context_tokens(isl, osl):
+    """Average context a running request holds: the prompt plus half the output."""
+    return np.asarray(isl, float) + np.asarray(osl, float) / 2.0
+
+
+def max_batch(capacity_tokens, isl, osl):
+    """Requests the KV cache holds at once on average (capacity over the mean context)."""
+    return np.asarray(capacity_tokens, float) / mean_context_tokens(isl, osl)
+
+
+def full_requests_that_fit(capacity_tokens, isl, osl):
+    """Whole requests that fit at their final length (isl + osl tokens each)."""
+    return np.floor(np.asarray(capacity_tokens, float) / (np.asarray(isl, float) + np.asarray(osl, float)))
+
+
+def check_deployment_fits(gpu: GpuSpec, model: ModelSpec, tp: int, isl: int, osl: int, gpu_memory_utilization: float,
+                          memory_reserve_bytes: float, weight_dtype: str = "bf16", kv_dtype: str = "bf16") -> float:
+    """Return the KV capacity in tokens, or raise :class:`InsufficientMemoryError` saying what does not fit."""
+    budget = float(kv_budget_bytes_per_gpu(gpu, model, tp, gpu_memory_utilization, memory_reserve_bytes, weight_dtype))
+    w = float(weight_bytes_per_gpu(model, tp, weight_dtype))
+    if budget <= 0:
+        raise InsufficientMemoryError(
+            f"{model.name} at TP{tp} ({weight_dtype}) does not fit on {gpu.name}: weights need {w / 2**30:.1f} GiB per GPU, "
+            f"{gpu_memory_utilization:.2f} x {gpu.memory_bytes / 2**30:.1f} GiB minus a {memory_reserve_bytes / 2**30:.1f} GiB "
+            f"reserve leaves {budget / 2**30:.1f} GiB for the KV cache")
+    cap = float(kv_capacity_tokens(gpu, model, tp, gpu_memory_utilization, memory_reserve_bytes, weight_dtype, kv_dtype))
+    if cap < isl + osl:
+        raise InsufficientMemoryError(
+            f"{model.name} at TP{tp} on {gpu.name} holds {cap:.0f} KV tokens, fewer than one request of "
+            f"{isl + osl} tokens")
+    return cap

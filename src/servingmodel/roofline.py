@@ -1,0 +1,113 @@
+"""A decode step is a memory read (chapter 03).
+
+One decode step at tensor parallelism N and batch B reads every GPU's weight
+shard once and the KV cache of every request in the batch, and does
+2 x params x B FLOPs split over N GPUs. Its time is the larger of the memory
+time and the compute time (a roofline), plus a fixed per-step overhead.
+Functions accept numpy arrays for batch and context so sweeps are vectorised.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from .specs import GpuSpec, ModelSpec, dtype_bytes
+
+
+def _check_tp(model: ModelSpec, tp) -> None:
+    tp_arr = np.asarray(tp)
+    if np.any(tp_arr < 1) or np.any(tp_arr != np.round(tp_arr)):
+        raise ValueError(f"tensor-parallel size must be a whole number >= 1, got {tp!r}")
+    if np.any(model.num_heads % tp_arr):
+        raise ValueError(f"tensor-parallel size {tp!r} must divide the {model.num_heads} attention heads of {model.name}")
+
+
+def _check_eff(name: str, value) -> None:
+    v = np.asarray(value, float)
+    if np.any(~(v > 0)) or np.any(v > 1):
+        raise ValueError(f"{name} must be in (0, 1], got {value!r}")
+
+
+def weight_bytes_per_gpu(model: ModelSpec, tp, weight_dtype: str = "bf16"):
+    """Bytes of weights each GPU stores and reads once per step (weights split evenly)."""
+    _check_tp(model, tp)
+    return model.weight_bytes(weight_dtype) / np.asarray(tp, float)
+
+
+def kv_bytes_per_token_per_gpu(model: ModelSpec, tp, kv_dtype: str = "bf16"):
+    """KV-cache bytes one token occupies on each GPU (KV heads split, replicated beyond num_kv_heads)."""
+    _check_tp(model, tp)
+    heads_per_gpu = np.maximum(model.num_kv_heads / np.asarray(tp, float), 1.0)
+    return 2 * model.num_layers * heads_per_gpu * model.head_dim * dtype_bytes(kv_dtype)
+
+
+def linear_flops_per_token(model: ModelSpec):
+    """FLOPs of the matrix multiplications for one token (2 x params, embedding lookup excluded)."""
+    return 2.0 * (model.num_params - model.embedding_params())
+
+
+def decode_memory_time_s(model: ModelSpec, gpu: GpuSpec, tp, batch, context_tokens, bandwidth_efficiency: float,
+                         weight_dtype: str = "bf16", kv_dtype: str = "bf16"):
+    """Time to read the weight shard and the batch's KV cache from HBM."""
+    _check_eff("bandwidth_efficiency", bandwidth_efficiency)
+    b = np.asarray(batch, float)
+    if np.any(b < 0):
+        raise ValueError("batch must be non-negative")
+    bytes_read = weight_bytes_per_gpu(model, tp, weight_dtype) + b * np.asarray(context_tokens, float) * \
+        kv_bytes_per_token_per_gpu(model, tp, kv_dtype)
+    return bytes_read / (gpu.hbm_bandwidth_bytes_s * bandwidth_efficiency)
+
+
+def decode_compute_time_s(model: ModelSpec, gpu: GpuSpec, tp, batch, context_tokens, compute_efficiency: float,
+                          compute_dtype: str = "bf16"):
+    """Time of the decode FLOPs: linear layers plus attention over the context."""
+    _check_eff("compute_efficiency", compute_efficiency)
+    b = np.asarray(batch, float)
+    attn = 4.0 * model.num_layers * model.num_heads * model.head_dim * np.asarray(context_tokens, float)
+    flops = b * (linear_flops_per_token(model) + attn)
+    return flops / (np.asarray(tp, float) * gpu.flops(compute_dtype) * compute_efficiency)
+
+
+def decode_step_time_s(model: ModelSpec, gpu: GpuSpec, tp, batch, context_tokens, *, bandwidth_efficiency: float,
+                       compute_efficiency: float, step_overhead_s: float = 0.0, weight_dtype: str = "bf16",
+                       kv_dtype: str = "bf16"):
+    """Roofline time of one decode step: overhead + max(memory time, compute time)."""
+    if step_overhead_s < 0:
+        raise ValueError(f"step_overhead_s must be non-negative, got {step_overhead_s!r}")
+    b = np.asarray(batch, float)
+    if np.any(b < 1):
+        raise ValueError(f"batch must be at least 1, got {batch!r}")
+    mem = decode_memory_time_s(model, gpu, tp, b, context_tokens, bandwidth_efficiency, weight_dtype, kv_dtype)
+    comp = decode_compute_time_s(model, gpu, tp, b, context_tokens, compute_efficiency,
+                                 "fp8" if weight_dtype == "fp8" else "bf16")
+    return step_overhead_s + np.maximum(mem, comp)
+
+
+def arithmetic_intensity(model: ModelSpec, tp, batch, context_tokens, weight_dtype: str = "bf16",
+                         kv_dtype: str = "bf16"):
+    """FLOPs per byte read in one decode step on one GPU."""
+    b = np.asarray(batch, float)
+    attn = 4.0 * model.num_layers * model.num_heads * model.head_dim * np.asarray(context_tokens, float)
+    flops = b * (linear_flops_per_token(model) + attn) / np.asarray(tp, float)
+    bytes_read = weight_bytes_per_gpu(model, tp, weight_dtype) + b * np.asarray(context_tokens, float) * \
+        kv_bytes_per_token_per_gpu(model, tp, kv_dtype)
+    return flops / bytes_read
+
+
+def critical_batch(model: ModelSpec, gpu: GpuSpec, context_tokens: float = 0.0, weight_dtype: str = "bf16",
+                   kv_dtype: str = "bf16", max_batch: int = 100_000) -> float:
+    """Smallest batch at which a decode step becomes compute-bound (peak FLOPs vs peak bandwidth).
+
+    Returns ``inf`` when the KV reads grow as fast as the FLOPs, so that decode
+    never becomes compute-bound at this context length.
+    """
+    ridge = gpu.flops("fp8" if weight_dtype == "fp8" else "bf16") / gpu.hbm_bandwidth_bytes_s
+    b = np.arange(1, max_batch + 1, dtype=float)
+    ai = arithmetic_intensity(model, 1, b, context_tokens, weight_dtype, kv_dtype)
+    hit = np.flatnonzero(ai >= ridge)
+    return float(b[hit[0]]) if hit.size else float("inf")
+
+
+def per_user_tok_s(ttft_s, tpot_s, osl: int):
+    """Per-user throughput as the benchmark defines it: OSL / (TTFT + (OSL - 1) x TPOT)."""
+    return osl / (np.asarray(ttft_s, float) + (osl - 1) * np.asarray(tpot_s, float))
