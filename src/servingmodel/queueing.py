@@ -28,7 +28,8 @@ def closed_loop(n, max_batch, prefill_s, decode_step_s, osl, *, interference: bo
         raise ValueError("n must be at least 1 (an idle instance has no steady state)")
     if np.any(bmax <= 0):
         raise ValueError("max_batch must be positive: this instance cannot hold one request")
-    if osl < 2:
+    osl = np.asarray(osl, float)
+    if np.any(osl < 2):
         raise ValueError("osl must be at least 2")
     batch = np.minimum(n, bmax)
     t_dec = np.asarray(decode_step_s(batch), float)
