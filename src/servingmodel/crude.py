@@ -15,6 +15,7 @@ throughput is flat and per-user throughput falls as 1/C.
 from __future__ import annotations
 
 import numpy as np
+import pandas as pd
 
 from .specs import GpuSpec, ModelSpec
 
@@ -64,3 +65,91 @@ def fit_alpha(concurrency, tok_s_per_gpu, tp, replicas, single_user_tok_s: float
     pred = np.minimum(c[None, :], knees) * single_user_tok_s / (tp * rep)[None, :]
     sse = ((np.log(pred) - np.log(y)[None, :]) ** 2).sum(axis=1)
     return float(grid[int(np.argmin(sse))])
+
+
+# --- Applying the crude model to the measurement frame (chapter 02) --------
+
+def _layout(row) -> tuple[int, int]:
+    """GPUs of one replica and number of replicas as the crude model sees them.
+
+    Aggregated rows use ``tp`` and ``replicas``. The crude model has no notion of
+    prefill/decode disaggregation, so a disaggregated deployment is treated as one
+    pool of ``num_gpus`` GPUs (one "replica" of width ``num_gpus``); since the crude
+    model depends only on the total number of GPUs, this is the same as any split.
+    """
+    if row["kind"] == "aggregated":
+        return int(row["tp"]), int(row["replicas"])
+    return int(row["num_gpus"]), 1
+
+
+def _per_family(value, family: str, what: str) -> float:
+    if isinstance(value, dict):
+        if family not in value:
+            raise KeyError(f"no {what} for family {family!r}; given for {sorted(value)}")
+        return float(value[family])
+    return float(value)
+
+
+def family_single_user_tok_s(df) -> dict[str, float]:
+    """Measured single-user speed of each family: mean tok_s_per_user at concurrency 1."""
+    one = df[df["concurrency"] == 1]
+    missing = sorted(set(df["family"]) - set(one["family"]))
+    if missing:
+        raise ValueError(f"no concurrency-1 point for family(ies) {missing}")
+    return {fam: float(g["tok_s_per_user"].mean()) for fam, g in one.groupby("family", sort=False)}
+
+
+def fit_family_alphas(df, single_user) -> dict[str, float]:
+    """Fit one alpha per family with :func:`fit_alpha` (see :func:`_layout` for P/D rows).
+
+    ``single_user`` is one speed for all families or a mapping family -> speed.
+    """
+    out = {}
+    for fam, g in df.groupby("family", sort=False):
+        layout = np.array([_layout(r) for _, r in g.iterrows()], dtype=float)
+        out[fam] = fit_alpha(g["concurrency"], g["tok_s_per_gpu"], layout[:, 0], layout[:, 1],
+                             _per_family(single_user, fam, "single-user speed"))
+    return out
+
+
+def crude_predictions(df, alphas, single_user):
+    """Crude-model throughput at every row of a measurement-like frame.
+
+    ``df`` needs ``deployment``, ``family``, ``kind``, ``num_gpus``, ``tp``,
+    ``replicas`` and ``concurrency``. ``alphas`` and ``single_user`` are a number or
+    a mapping family -> number. Returns a frame with the same index holding
+    ``deployment``, ``family``, ``concurrency``, ``pred_tok_s_per_gpu`` and
+    ``pred_tok_s_per_user``.
+    """
+    gpu, user = [], []
+    for _, r in df.iterrows():
+        tp, replicas = _layout(r)
+        g, u = crude_curve(float(r["concurrency"]), tp, replicas,
+                           _per_family(alphas, r["family"], "alpha"),
+                           _per_family(single_user, r["family"], "single-user speed"))
+        gpu.append(float(g))
+        user.append(float(u))
+    out = df[["deployment", "family", "concurrency"]].copy()
+    out["pred_tok_s_per_gpu"] = gpu
+    out["pred_tok_s_per_user"] = user
+    return out
+
+
+def crude_corners(df, alphas, single_user):
+    """Points A, B and C of each deployment's crude curve, for drawing it exactly.
+
+    In the per-user/per-GPU plane the crude curve is two straight segments, so
+    it is drawn exactly by its ends and its knee: A at concurrency 1, B at the
+    knee ``alpha * GPUs`` (clipped to the measured range) and C at the largest
+    measured concurrency. Returns :func:`crude_predictions` of those points.
+    """
+    rows = []
+    for dep, g in df.groupby("deployment", sort=False):
+        first = g.iloc[0]
+        tp, replicas = _layout(first)
+        lo, hi = float(g["concurrency"].min()), float(g["concurrency"].max())
+        knee = _per_family(alphas, first["family"], "alpha") * tp * replicas
+        for c in (lo, min(max(knee, lo), hi), hi):
+            rows.append({**first.to_dict(), "concurrency": c})
+    grid = pd.DataFrame(rows).drop_duplicates(["deployment", "concurrency"]).reset_index(drop=True)
+    return crude_predictions(grid, alphas, single_user)

@@ -1,0 +1,122 @@
+"""How far a model is from the measurements, and the benchmark's metric definitions (chapter 01 onward).
+
+Every chapter that refines the model ends with the same error row: the median
+and 90th-percentile absolute relative error of throughput per GPU and
+throughput per user over the measured points. The functions here compute it
+the same way for every model, so the rows can be compared across chapters.
+
+A prediction frame holds ``pred_tok_s_per_gpu`` and ``pred_tok_s_per_user``
+and has the same index as the measurement frame it predicts (as returned by
+:func:`servingmodel.crude.crude_predictions`).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+from .measurements import FAMILIES
+
+QUANTITIES = ("tok_s_per_gpu", "tok_s_per_user")
+PREFIX = "pred_"
+P_HIGH = 90.0
+
+
+def relative_errors(pred, meas) -> np.ndarray:
+    """Signed relative error ``(pred - meas) / meas`` of aligned arrays."""
+    p = np.asarray(pred, dtype=float)
+    m = np.asarray(meas, dtype=float)
+    if p.shape != m.shape:
+        raise ValueError(f"prediction shape {p.shape} does not match measurement shape {m.shape}")
+    if p.size == 0:
+        raise ValueError("no values to compare")
+    if not (np.all(np.isfinite(p)) and np.all(np.isfinite(m))):
+        raise ValueError("predictions and measurements must be finite")
+    if np.any(m <= 0):
+        raise ValueError("measurements must be positive")
+    return (p - m) / m
+
+
+def abs_error_stats(rel) -> tuple[float, float]:
+    """Median and 90th percentile of the absolute relative errors ``rel``."""
+    a = np.abs(np.asarray(rel, dtype=float))
+    if a.size == 0:
+        raise ValueError("no errors to summarise")
+    return float(np.median(a)), float(np.percentile(a, P_HIGH))
+
+
+def _check_aligned(df_pred: pd.DataFrame, df_meas: pd.DataFrame) -> None:
+    if not df_pred.index.equals(df_meas.index):
+        raise ValueError("prediction and measurement frames must have the same index")
+    for c in ("deployment", "concurrency"):
+        if c in df_pred.columns and c in df_meas.columns:
+            if not (df_pred[c].to_numpy() == df_meas[c].to_numpy()).all():
+                raise ValueError(f"prediction and measurement frames disagree on {c!r}")
+    for q in QUANTITIES:
+        if PREFIX + q not in df_pred.columns:
+            raise ValueError(f"prediction frame has no column {PREFIX + q!r}")
+        if q not in df_meas.columns:
+            raise ValueError(f"measurement frame has no column {q!r}")
+
+
+def error_summary(df_pred: pd.DataFrame, df_meas: pd.DataFrame, by: str = "family") -> pd.DataFrame:
+    """Tidy table of absolute relative errors, over all points and per group.
+
+    Columns: ``group`` (``all``, then each value of ``by`` in the book's family
+    order), ``quantity`` (``tok_s_per_gpu`` or ``tok_s_per_user``), ``n``,
+    ``median`` and ``p90`` (fractions, not percent).
+    """
+    _check_aligned(df_pred, df_meas)
+    if by not in df_meas.columns:
+        raise ValueError(f"measurement frame has no column {by!r} to group by")
+    groups = [("all", df_meas.index)]
+    values = list(dict.fromkeys(df_meas[by]))
+    if by == "family":
+        values = [f for f in FAMILIES if f in values] + [v for v in values if v not in FAMILIES]
+    groups += [(str(v), df_meas.index[df_meas[by] == v]) for v in values]
+    rows = []
+    for name, idx in groups:
+        for q in QUANTITIES:
+            rel = relative_errors(df_pred.loc[idx, PREFIX + q], df_meas.loc[idx, q])
+            med, p90 = abs_error_stats(rel)
+            rows.append({"group": name, "quantity": q, "n": len(idx), "median": med, "p90": p90})
+    return pd.DataFrame(rows)
+
+
+def error_row(df_pred: pd.DataFrame, df_meas: pd.DataFrame, model: str) -> pd.DataFrame:
+    """One-row summary over all points, the row each chapter adds to the book's error table.
+
+    Columns: ``model``, ``n``, ``gpu_median``, ``gpu_p90``, ``user_median``,
+    ``user_p90`` (fractions).
+    """
+    s = error_summary(df_pred, df_meas).query("group == 'all'").set_index("quantity")
+    return pd.DataFrame([{
+        "model": model,
+        "n": int(s.loc["tok_s_per_gpu", "n"]),
+        "gpu_median": float(s.loc["tok_s_per_gpu", "median"]),
+        "gpu_p90": float(s.loc["tok_s_per_gpu", "p90"]),
+        "user_median": float(s.loc["tok_s_per_user", "median"]),
+        "user_p90": float(s.loc["tok_s_per_user", "p90"]),
+    }])
+
+
+def format_percent(frame: pd.DataFrame, columns, digits: int = 1) -> pd.DataFrame:
+    """Copy of ``frame`` with the fraction ``columns`` written as percent strings."""
+    out = frame.copy()
+    for c in columns:
+        out[c] = [f"{100 * float(v):.{digits}f}%" for v in out[c]]
+    return out
+
+
+def per_user_from_latencies(osl, ttft_s, tpot_s):
+    """Throughput per user of one request: ``osl / (ttft + (osl - 1) * tpot)`` (tok/s).
+
+    This is the benchmark's per-user metric at concurrency 1: it includes the
+    time to first token, so it is lower than the decode speed ``1 / tpot``.
+    """
+    osl = np.asarray(osl, dtype=float)
+    ttft = np.asarray(ttft_s, dtype=float)
+    tpot = np.asarray(tpot_s, dtype=float)
+    if np.any(osl < 1) or np.any(ttft < 0) or np.any(tpot <= 0):
+        raise ValueError("need osl >= 1, ttft >= 0 and tpot > 0")
+    return osl / (ttft + (osl - 1) * tpot)
