@@ -1,0 +1,76 @@
+"""The house plotting helpers: the text summary nbval compares, and the style of each deployment."""
+
+from __future__ import annotations
+
+import matplotlib.colors as mcolors
+import matplotlib.pyplot as plt
+import pytest
+
+from servingmodel import plotting
+from servingmodel.measurements import deployment_order, load_measurements
+
+
+@pytest.fixture
+def fig_ax():
+    plotting.set_style()
+    fig, ax = plotting.new_figure()
+    yield fig, ax
+    plt.close(fig)
+
+
+def test_figure_summary_prints_every_line(fig_ax, capsys):
+    fig, ax = fig_ax
+    ax.plot([1, 2, 3], [10.0, 20.04, 1234.5], label="first")
+    ax.plot([0.5], [7.0], label="second")
+    ax.set_xlabel("x label")
+    ax.set_ylabel("y label")
+    ax.set_xscale("log")
+    plotting.figure_summary(fig)
+    out = capsys.readouterr().out.splitlines()
+    assert out[0] == "axes 0: x=x label [log] y=y label [linear]"
+    assert out[1] == "  line first: (1,10) (2,20) (3,1.23e+03)"
+    assert out[2] == "  line second: (0.5,7)"
+    assert len(out) == 3
+
+
+def test_figure_summary_prints_scatter_points_and_skips_empty_axes(capsys):
+    fig, (ax0, ax1) = plotting.new_figure(ncols=2)
+    ax1.scatter([1.0, 2.0], [3.0, 4.0], label="pts")
+    plotting.figure_summary(fig)
+    plt.close(fig)
+    out = capsys.readouterr().out.splitlines()
+    assert out[0].startswith("axes 1:")
+    assert out[1] == "  points pts: (1,3) (2,4)"
+
+
+def test_plot_curves_draws_every_deployment(fig_ax, capsys):
+    fig, ax = fig_ax
+    df = load_measurements()
+    order = deployment_order(df)
+    plotting.plot_curves(ax, df, "tok_s_per_user", "tok_s_per_gpu", deployments=order)
+    assert [ln.get_label() for ln in ax.lines] == order
+    assert all(len(ln.get_xdata()) == 6 for ln in ax.lines)
+    plotting.figure_summary(fig)
+    lines = [s for s in capsys.readouterr().out.splitlines() if s.startswith("  line ")]
+    assert len(lines) == 19 and lines[0].startswith("  line TP2 x 1: (33.6,16.8)")
+
+
+def test_deployment_style_solid_aggregated_dashed_disaggregated_distinct_colours():
+    df = load_measurements()
+    kinds = df.drop_duplicates("deployment").set_index("deployment")["kind"]
+    assert len(kinds) == 19
+    styles = {dep: plotting.deployment_style(dep) for dep in kinds.index}
+    for dep, kind in kinds.items():
+        assert styles[dep]["linestyle"] == ("-" if kind == "aggregated" else "--"), dep
+    colours = {mcolors.to_hex(st["color"], keep_alpha=True) for st in styles.values()}
+    assert len(colours) == 19
+
+
+def test_family_markers_differ():
+    markers = {plotting.deployment_style(d)["marker"] for d in ("TP2 x 1", "TP4 x 1", "TP8 x 1", "1P-TP4 + 3D-TP4")}
+    assert len(markers) == 4
+
+
+def test_unknown_deployment_label():
+    with pytest.raises(ValueError):
+        plotting.family_of("TP16 x 1")
