@@ -1,0 +1,170 @@
+"""The built book contains every chapter and every figure.
+
+jupyter-book can exit 0 and still leave pages or images out (a chapter
+missing from the build, an output removed by a stray tag, a PNG shadowed by
+another mime type). These tests read what `make book` wrote to _build/html
+and compare it with _toc.yml and the committed notebooks.
+
+`make test` builds the book first; running pytest alone needs `make book`.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+from html.parser import HTMLParser
+from pathlib import Path
+from urllib.parse import unquote, urlsplit
+
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+HTML = ROOT / "_build" / "html"
+
+# myst-nb's HTML mime priority (myst_nb.core.render.base_render_priority):
+# a PNG is shown only if none of these is in the same output.
+SHADOWS_PNG = (
+    "application/vnd.jupyter.widget-view+json",
+    "application/javascript",
+    "text/html",
+    "image/svg+xml",
+)
+REMOVE_CELL = {"remove-cell", "remove_cell"}
+REMOVE_OUTPUT = {"remove-output", "remove_output"}
+
+
+def toc_files(toc_path: Path = ROOT / "_toc.yml") -> list[str]:
+    """Every document of the toc, in order: root, then each `file` (and glob)."""
+    toc = yaml.safe_load(toc_path.read_text(encoding="utf-8"))
+    files = [toc["root"]]
+
+    def walk(node):
+        if isinstance(node, dict):
+            if "file" in node:
+                files.append(node["file"])
+            if "glob" in node:
+                files.extend(
+                    str(p.relative_to(ROOT).with_suffix(""))
+                    for p in sorted(ROOT.glob(node["glob"]))
+                    if p.suffix in (".ipynb", ".md")
+                )
+            for value in node.values():
+                walk(value)
+        elif isinstance(node, list):
+            for item in node:
+                walk(item)
+
+    walk({k: v for k, v in toc.items() if k != "root"})
+    return [str(Path(f).with_suffix("")) if Path(f).suffix in (".ipynb", ".md") else f for f in files]
+
+
+def source_of(doc: str) -> Path:
+    for suffix in (".ipynb", ".md"):
+        path = ROOT / f"{doc}{suffix}"
+        if path.exists():
+            return path
+    raise AssertionError(f"_toc.yml lists {doc!r} but neither {doc}.ipynb nor {doc}.md exists")
+
+
+def expected_pngs(notebook: Path) -> list[tuple[int, str]]:
+    """(cell index, sha256) of each image/png output the page must show.
+
+    myst-nb names an image file after the sha256 of its bytes, so the hash
+    identifies the <img> that must show it.
+    """
+    nb = json.loads(notebook.read_text(encoding="utf-8"))
+    expected = []
+    for index, cell in enumerate(nb["cells"]):
+        if cell["cell_type"] != "code" or not "".join(cell["source"]).strip():
+            continue
+        tags = set(cell.get("metadata", {}).get("tags", []))
+        mystnb = cell.get("metadata", {}).get("mystnb", {})
+        if tags & REMOVE_CELL:
+            continue
+        if tags & REMOVE_OUTPUT or mystnb.get("remove_code_outputs"):
+            continue
+        for output in cell.get("outputs", []):
+            data = output.get("data", {})
+            if "image/png" not in data:
+                continue
+            shadows = [m for m in SHADOWS_PNG if m in data]
+            assert not shadows, (
+                f"{notebook.name} cell {index}: the image/png output is hidden by {shadows} "
+                "in HTML; figures must be PNG only (no SVG or HTML reprs)"
+            )
+            png = data["image/png"]
+            png = "".join(png) if isinstance(png, list) else png
+            expected.append((index, hashlib.sha256(base64.b64decode(png)).hexdigest()))
+    return expected
+
+
+class _ImgSrcs(HTMLParser):
+    def __init__(self):
+        super().__init__()
+        self.srcs: list[str] = []
+
+    def handle_starttag(self, tag, attrs):
+        if tag == "img":
+            src = dict(attrs).get("src")
+            if src:
+                self.srcs.append(src)
+
+
+def img_files(page: Path) -> dict[str, Path]:
+    """Basename -> resolved file for every local <img> of a page."""
+    parser = _ImgSrcs()
+    parser.feed(page.read_text(encoding="utf-8"))
+    files = {}
+    for src in parser.srcs:
+        parts = urlsplit(src)
+        if parts.scheme or parts.netloc or src.startswith("data:"):
+            continue
+        path = (page.parent / unquote(parts.path)).resolve()
+        files[path.name] = path
+    return files
+
+
+DOCS = toc_files()
+
+
+@pytest.fixture(scope="session")
+def html_dir() -> Path:
+    if not (HTML / "index.html").is_file():
+        pytest.fail(f"{HTML / 'index.html'} does not exist: run `make book` first "
+                    "(`make test` does it for you)")
+    return HTML
+
+
+def test_toc_lists_chapters():
+    assert DOCS, "_toc.yml lists no documents"
+    assert len(DOCS) == len(set(DOCS)), f"_toc.yml lists a document twice: {DOCS}"
+
+
+@pytest.mark.parametrize("doc", DOCS)
+def test_chapter_page_exists(html_dir, doc):
+    source_of(doc)
+    page = html_dir / f"{doc}.html"
+    assert page.is_file(), f"{doc} is in _toc.yml but the build wrote no {page.relative_to(ROOT)}"
+
+
+@pytest.mark.parametrize("doc", DOCS)
+def test_chapter_page_shows_every_figure(html_dir, doc):
+    source = source_of(doc)
+    if source.suffix != ".ipynb":
+        pytest.skip(f"{source.name} is a text page: no stored outputs to check")
+    page = html_dir / f"{doc}.html"
+    assert page.is_file(), f"no page {page.relative_to(ROOT)}"
+    images = img_files(page)
+    for path in images.values():
+        assert path.is_file(), f"{page.name} has an <img> whose file {path} does not exist"
+    missing = [
+        f"cell {index} (_images/{digest}.png)"
+        for index, digest in expected_pngs(source)
+        if f"{digest}.png" not in images
+    ]
+    assert not missing, (
+        f"{page.relative_to(ROOT)} does not show these image/png outputs of {source.name}: "
+        f"{missing}. Was the book rebuilt after `make execute`?"
+    )
