@@ -31,12 +31,12 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 
 CHAPTER = "book/02_crude_model.ipynb"
-# The perturbed input: in data/gpus.csv, the H100 row's memory bandwidth,
-# which the chapter's throughput figure is drawn from. Halving it moves every
-# memory-bound point of the curve.
+# The perturbed input: the H100's HBM bandwidth in data/gpus.csv (long
+# format: gpu,quantity,value,unit,source). The crude model's single-user speed
+# is bandwidth / weight bytes, so halving it moves the chapter's curves.
 PERTURB_CSV = "data/gpus.csv"
-PERTURB_ROW = ("gpu", "H100")  # (key column, value) that selects the row
-PERTURB_FIELD = "hbm_bandwidth_tb_s"
+PERTURB_ROW = {"gpu": "H100-SXM", "quantity": "hbm_bandwidth_tb_s"}  # selects one row
+PERTURB_FIELD = "value"
 PERTURB_FACTOR = 0.5
 
 COPIED = ("book", "src", "data", "_config.yml", "_toc.yml", "pyproject.toml", "conftest.py")
@@ -45,27 +45,26 @@ NBVAL_TIMEOUT = 600  # seconds for one nbval run of the chapter
 pytestmark = pytest.mark.slow
 
 
-def scale_csv_field(path: Path, key: tuple[str, str], field: str, factor: float) -> tuple[str, str]:
+def scale_csv_field(path: Path, key: dict[str, str], field: str, factor: float) -> tuple[str, str]:
     """Multiply one numeric field of one row of a CSV file in place.
 
-    ``key`` is (column, value) selecting exactly one row. Lines starting with
-    '#' and blank lines are kept verbatim, as are all other fields.
+    ``key`` maps column -> value and must select exactly one row. Other rows,
+    other fields, lines starting with '#' and blank lines are kept verbatim.
     Returns the (old, new) text of the field.
     """
     lines = path.read_text(encoding="utf-8").splitlines(keepends=True)
     header_at = next(i for i, line in enumerate(lines) if line.strip() and not line.startswith("#"))
     header = next(csv.reader([lines[header_at]]))
-    key_col, key_val = key
-    for name in (key_col, field):
+    for name in [*key, field]:
         assert name in header, f"{path.name} has no column {name!r}; columns: {header}"
     hits = []
     for i in range(header_at + 1, len(lines)):
         if not lines[i].strip() or lines[i].startswith("#"):
             continue
         row = next(csv.reader([lines[i]]))
-        if row[header.index(key_col)] == key_val:
+        if all(row[header.index(col)] == val for col, val in key.items()):
             hits.append((i, row))
-    assert len(hits) == 1, f"{path.name}: {len(hits)} rows with {key_col} == {key_val!r}, need 1"
+    assert len(hits) == 1, f"{path.name}: {len(hits)} rows match {key}, need exactly 1"
     i, row = hits[0]
     old = row[header.index(field)]
     new = repr(float(old) * factor)
