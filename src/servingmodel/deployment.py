@@ -59,24 +59,16 @@ def random_routing_occupancy(concurrency: int, replicas: int, completion_rate) -
     mu = np.asarray(completion_rate(np.arange(1, c + 1, dtype=float)), float)
     if np.any(~(mu > 0)):
         raise ValueError("completion rates must be positive")
-    logf = np.concatenate([[0.0], -np.cumsum(np.log(mu))])
-    rest = logf.copy()  # the other R-1 replicas together, in log space
+    # Scaling every mu(j) by the same constant leaves the distribution unchanged
+    # (sum k_i = C is fixed); dividing by the largest rate keeps f bounded below by 1.
+    f = np.concatenate([[1.0], np.cumprod(mu.max() / mu)])
+    f = f / f.max()
+    rest = f.copy()  # the other R-1 replicas together
     for _ in range(r - 2):
-        rest = _log_convolve(rest, logf)
-    logp = logf + rest[::-1]
-    logp -= logp.max()
-    p = np.exp(logp)
+        rest = np.convolve(rest, f)[: c + 1]
+        rest = rest / rest.max()
+    p = f * rest[::-1]
     return p / p.sum()
-
-
-def _log_convolve(loga: np.ndarray, logb: np.ndarray) -> np.ndarray:
-    """log of the convolution of exp(loga) and exp(logb), truncated to len(loga) terms."""
-    n = len(loga)
-    k = np.arange(n)
-    idx = k[:, None] - k[None, :]  # [k, j] -> k - j
-    terms = np.where(idx >= 0, loga[None, :] + logb[np.clip(idx, 0, None)], -np.inf)
-    m = terms.max(axis=1)
-    return m + np.log(np.exp(terms - m[:, None]).sum(axis=1))
 
 
 def random_routing_throughput(concurrency: int, replicas: int, instance_tok_s) -> float:

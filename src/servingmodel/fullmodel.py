@@ -130,6 +130,14 @@ class Instance:
 def make_instance(model: ModelSpec, gpu: GpuSpec, tp, isl, osl, profile: Profile, params: ModelParams,
                   features: Features, weight_dtype: str = "bf16", kv_dtype: str = "bf16") -> Instance:
     """Build the physics of one instance (prefill time, batch limit, host penalty)."""
+    return make_instance_arrays(model, gpu, tp, isl, osl, profile.gpu_memory_utilization, profile.cpu_cores,
+                                profile.host_penalty, params, features, weight_dtype, kv_dtype)
+
+
+def make_instance_arrays(model: ModelSpec, gpu: GpuSpec, tp, isl, osl, gpu_memory_utilization, cpu_cores,
+                         host_penalty, params: ModelParams, features: Features, weight_dtype: str = "bf16",
+                         kv_dtype: str = "bf16") -> Instance:
+    """:func:`make_instance` with the profile given as (broadcastable) arrays, for vectorised sweeps."""
     compute_dtype = "fp8" if weight_dtype == "fp8" else "bf16"
     t_pf = prefill.prefill_compute_time_s(model, gpu, tp, isl, params.compute_efficiency, compute_dtype)
     budget = constant("max_num_batched_tokens")
@@ -138,14 +146,25 @@ def make_instance(model: ModelSpec, gpu: GpuSpec, tp, isl, osl, profile: Profile
                                                params.link_efficiency)
     # every prefill chunk is an engine step that pays the fixed overhead
     t_pf = t_pf + prefill.prefill_chunks(isl, budget) * params.step_overhead_s
+    util = np.asarray(gpu_memory_utilization, float)
+    if np.any(~((util > 0) & (util <= 1))):
+        raise ValueError(f"gpu_memory_utilization must be in (0, 1], got {gpu_memory_utilization!r}")
+    shape = np.broadcast(np.asarray(tp), np.asarray(isl), np.asarray(osl), util).shape
     if features.kv_limit:
-        cap = kvcache.kv_capacity_tokens(gpu, model, tp, profile.gpu_memory_utilization,
-                                         params.memory_reserve_gib * GIB, weight_dtype, kv_dtype)
-        bmax = kvcache.max_batch(cap, isl, osl)
+        budget_bytes = gpu.memory_bytes * util - roofline.weight_bytes_per_gpu(model, tp, weight_dtype) \
+            - params.memory_reserve_gib * GIB
+        cap = np.maximum(budget_bytes, 0.0) / roofline.kv_bytes_per_token_per_gpu(model, tp, kv_dtype)
+        bmax = np.broadcast_to(kvcache.max_batch(cap, isl, osl), shape).astype(float)
     else:
-        bmax = np.full(np.shape(np.asarray(tp) + np.asarray(isl)), np.inf) if np.ndim(tp) or np.ndim(isl) else np.inf
-    host = deployment.host_penalty_s(tp, profile, params.host_penalty_s, constant("processes_besides_workers")) \
-        if features.deployment else np.zeros_like(np.asarray(tp, float))
+        bmax = np.full(shape, np.inf)
+    if features.deployment:
+        excess = np.maximum(deployment.busy_processes(tp, constant("processes_besides_workers"))
+                            - np.asarray(cpu_cores, float), 0.0)
+        host = params.host_penalty_s * excess * np.asarray(host_penalty, float)
+    else:
+        host = np.zeros(shape)
+    if not shape:
+        t_pf, bmax, host = float(t_pf), float(bmax), float(host)
     return Instance(model, gpu, tp, isl, osl, t_pf, bmax, params, features, host, weight_dtype, kv_dtype)
 
 
@@ -196,54 +215,127 @@ class Prediction:
     max_batch: float
 
 
+def _expand(instance: Instance, idx, k):
+    """The same instance physics restricted to points ``idx`` and broadcast against batch grid ``k``."""
+    def pick(v):
+        a = np.asarray(v)
+        return a[idx][:, None] if a.ndim else a
+    return dataclasses.replace(instance, tp=pick(instance.tp), isl=pick(instance.isl), osl=pick(instance.osl),
+                               prefill_s=pick(instance.prefill_s), max_batch=pick(instance.max_batch),
+                               host_s=pick(instance.host_s))
+
+
+def _random_routing_total(instance: Instance, concurrency, replicas, idx) -> np.ndarray:
+    """Exact random-routing throughput for the points ``idx`` (product-form closed network)."""
+    c = np.asarray(concurrency, float)[idx].astype(int)
+    r = np.asarray(replicas, float)[idx].astype(int)
+    kmax = int(c.max())
+    k = np.arange(1, kmax + 1, dtype=float)[None, :]
+    tok = np.asarray(_expand(instance, idx, k).tok_s(np.broadcast_to(k, (len(idx), kmax))), float)
+    out = np.empty(len(idx))
+    for i in range(len(idx)):
+        p = deployment.random_routing_occupancy(c[i], r[i], lambda kk, row=tok[i]: row[: len(kk)])
+        out[i] = r[i] * np.dot(p[1:], tok[i, : c[i]])
+    return out
+
+
+def predict_arrays(model: ModelSpec, gpu: GpuSpec, params: ModelParams, features: Features, *, concurrency, isl,
+                   osl, tp_a, count_a, tp_b=1, count_b=0, gpu_memory_utilization, cpu_cores, host_penalty,
+                   random_routing, weight_dtype: str = "bf16", kv_dtype: str = "bf16") -> dict:
+    """Vectorised prediction of many points that share a model and a GPU.
+
+    A point is ``count_a`` instances at ``tp_a`` plus ``count_b`` at ``tp_b``
+    (a P/D layout served aggregated), all serving prefill and decode, with
+    ``concurrency`` requests in a closed loop. Returns a dict of arrays:
+    ``output_tok_s``, ``ttft_s``, ``tpot_s``, ``max_batch`` and ``fits``
+    (False where an instance cannot hold one request; its numbers are NaN).
+    """
+    arrs = np.broadcast_arrays(*(np.asarray(v, float) for v in (
+        concurrency, isl, osl, tp_a, count_a, tp_b, count_b, gpu_memory_utilization, cpu_cores, host_penalty,
+        random_routing)))
+    c, isl_, osl_, ta, ca, tb, cb, util, cores, host, rnd = (a.ravel() for a in arrs)
+    if np.any(c < 1):
+        raise ValueError("concurrency must be at least 1")
+    if np.any(ca < 1) or np.any(cb < 0):
+        raise ValueError("instance counts must be at least 1 (count_b at least 0)")
+    reps = ca + cb
+    n = c / reps
+    m, share = np.maximum(n, 1.0), np.minimum(n, 1.0)
+    total = np.zeros_like(c)
+    wsum = np.zeros_like(c)
+    ttft, tpot, drain = np.zeros_like(c), np.zeros_like(c), np.zeros_like(c)
+    bmin = np.full_like(c, np.inf)
+    fits = np.ones(c.shape, bool)
+    ctx = kvcache.mean_context_tokens(isl_, osl_)
+    first = None
+    for tp, count in ((ta, ca), (tb, cb)):
+        active = count > 0
+        if not active.any():
+            continue
+        inst = make_instance_arrays(model, gpu, tp, isl_, osl_, util, cores, host, params, features, weight_dtype,
+                                    kv_dtype)
+        ok = np.asarray(inst.max_batch) * ctx >= isl_ + osl_
+        fits &= ok | ~active
+        safe = dataclasses.replace(inst, max_batch=np.where(ok, inst.max_batch, 1.0))
+        ss = safe.steady_state(m)
+        tok = np.where(active, ss["tok_s"], 0.0)
+        total += count * tok * share
+        w = count * tok
+        tt = ss["ttft_s"]
+        if features.deployment:
+            tt = tt + queueing.prefill_contention_s(ss["batch"], safe.prefill_s, ss["service_s"])
+            tt = tt + queueing.first_wave_delay_s(ss["batch"], safe.prefill_s, constant("prompts_per_slot"))
+            drain += w * queueing.drain_factor(ss["batch"], ss["service_s"], np.maximum(ss["tok_s"], 1e-300),
+                                               constant("prompts_per_slot") * m, osl_)
+        ttft += w * tt
+        tpot += w * ss["tpot_s"]
+        wsum += w
+        bmin = np.where(active, np.minimum(bmin, safe.max_batch), bmin)
+        if first is None:
+            first = safe
+    if features.deployment:
+        rand_idx = np.flatnonzero((rnd > 0) & (reps > 1) & (cb == 0) & fits)
+        if rand_idx.size:
+            total[rand_idx] = _random_routing_total(first, c, ca, rand_idx)
+        total = total * drain / wsum
+    nan = np.where(fits, 1.0, np.nan)
+    shape = arrs[0].shape
+    return {
+        "output_tok_s": (total * nan).reshape(shape),
+        "ttft_s": (ttft / wsum * nan).reshape(shape),
+        "tpot_s": (tpot / wsum * nan).reshape(shape),
+        "max_batch": bmin.reshape(shape),
+        "fits": fits.reshape(shape),
+    }
+
+
 def predict_aggregated(model: ModelSpec, gpu: GpuSpec, isl: int, osl: int, layout: Layout, concurrency: float,
                        profile: Profile, params: ModelParams, features: Features = Features(),
                        weight_dtype: str = "bf16", kv_dtype: str = "bf16") -> Prediction:
     """Predict one point: every instance serves prefill and decode (aggregated serving).
 
     A disaggregated layout is treated as its pods serving aggregated (the
-    reading of the dashed curves tested in chapter 07).
+    reading of the dashed curves tested in chapter 07). Raises
+    :class:`kvcache.InsufficientMemoryError` when an instance cannot hold one request.
     """
     if not concurrency >= 1:
         raise ValueError(f"concurrency must be at least 1, got {concurrency!r}")
-    tps = layout.instance_tps()
-    kinds = sorted(set(tps))
-    inst = {t: make_instance(model, gpu, t, isl, osl, profile, params, features, weight_dtype, kv_dtype) for t in kinds}
-    for t, i in inst.items():
-        if features.kv_limit and not float(i.max_batch) * kvcache.mean_context_tokens(isl, osl) >= isl + osl:
-            raise kvcache.InsufficientMemoryError(
-                f"{model.name} at TP{t} on {gpu.name} ({profile.name}) cannot hold one request of {isl + osl} tokens")
-    r = len(tps)
-    n = concurrency / r
-    random = features.deployment and profile.routing == "random" and r > 1
-    if random and len(kinds) == 1:
-        total = deployment.random_routing_throughput(int(concurrency), r, inst[kinds[0]].tok_s)
+    if layout.kind == "aggregated":
+        ta, ca, tb, cb = layout.tp, layout.replicas, 1, 0
     else:
-        total = float(sum(float(inst[t].tok_s(max(n, 1.0))) * min(n, 1.0) for t in tps))
-    weights, ttft, tpot, drain = [], [], [], []
-    for t in tps:
-        ss = inst[t].steady_state(max(n, 1.0))
-        b, t_pf = float(ss["batch"]), float(inst[t].prefill_s)
-        tt = float(ss["ttft_s"])
-        if features.deployment:
-            tt += float(queueing.prefill_contention_s(b, t_pf, ss["service_s"]))
-            tt += float(queueing.first_wave_delay_s(b, t_pf, constant("prompts_per_slot")))
-            drain.append(float(queueing.drain_factor(b, ss["service_s"], ss["tok_s"],
-                                                     constant("prompts_per_slot") * max(n, 1.0), osl)))
-        weights.append(float(ss["tok_s"]))
-        ttft.append(tt)
-        tpot.append(float(ss["tpot_s"]))
-    w = np.array(weights) / np.sum(weights)
-    if drain:
-        total *= float(np.dot(w, drain))
-    return Prediction(
-        output_tok_s=total,
-        tok_s_per_gpu=total / layout.num_gpus,
-        tok_s_per_user=total / concurrency,
-        ttft_s=float(np.dot(w, ttft)),
-        tpot_s=float(np.dot(w, tpot)),
-        max_batch=float(np.min([float(inst[t].max_batch) for t in kinds])),
-    )
+        ta, ca, tb, cb = layout.p_tp, layout.p_replicas, layout.d_tp, layout.d_replicas
+    out = predict_arrays(model, gpu, params, features, concurrency=concurrency, isl=isl, osl=osl, tp_a=ta,
+                         count_a=ca, tp_b=tb, count_b=cb, gpu_memory_utilization=profile.gpu_memory_utilization,
+                         cpu_cores=profile.cpu_cores, host_penalty=float(profile.host_penalty),
+                         random_routing=float(profile.routing == "random"), weight_dtype=weight_dtype,
+                         kv_dtype=kv_dtype)
+    if not bool(out["fits"]):
+        raise kvcache.InsufficientMemoryError(
+            f"{model.name} on {gpu.name} ({profile.name}, layout {layout}) cannot hold one request of "
+            f"{isl + osl} tokens in an instance's KV cache")
+    total = float(out["output_tok_s"])
+    return Prediction(total, total / layout.num_gpus, total / concurrency, float(out["ttft_s"]),
+                      float(out["tpot_s"]), float(out["max_batch"]))
 
 
 def layout_of(row) -> Layout:
@@ -262,21 +354,44 @@ def benchmark_profile(row) -> Profile:
 
 def predict_measurements(df: pd.DataFrame, params: ModelParams, features: Features = Features(),
                          predictor=None) -> pd.DataFrame:
-    """Predict every measured point; returns the deployment columns plus ``pred_*`` columns."""
-    predictor = predictor or predict_aggregated
-    rows = []
-    for _, r in df.iterrows():
-        model, gpu = get_model(r["model"]), get_gpu(r["gpu"])
-        p = predictor(model, gpu, int(r["isl"]), int(r["osl"]), layout_of(r), float(r["concurrency"]),
-                      benchmark_profile(r), params, features)
-        rows.append({
-            "pred_output_tok_s": p.output_tok_s,
-            "pred_tok_s_per_gpu": p.tok_s_per_gpu,
-            "pred_tok_s_per_user": p.tok_s_per_user,
-            "pred_ttft_ms": p.ttft_s * 1e3,
-            "pred_tpot_ms": p.tpot_s * 1e3,
-            "pred_max_batch": p.max_batch,
-        })
-    out = pd.DataFrame(rows, index=df.index)
+    """Predict every measured point; returns the deployment columns plus ``pred_*`` columns.
+
+    With the default predictor the points are computed together, vectorised;
+    another ``predictor`` (same signature as :func:`predict_aggregated`) is
+    called point by point.
+    """
     keep = ["deployment", "family", "kind", "tp", "replicas", "p_tp", "p_replicas", "d_tp", "d_replicas", "concurrency"]
+    out = pd.DataFrame(index=df.index, columns=PRED_COLUMNS, dtype=float)
+    if predictor is not None:
+        for i, r in df.iterrows():
+            p = predictor(get_model(r["model"]), get_gpu(r["gpu"]), int(r["isl"]), int(r["osl"]), layout_of(r),
+                          float(r["concurrency"]), benchmark_profile(r), params, features)
+            out.loc[i] = [p.output_tok_s, p.tok_s_per_gpu, p.tok_s_per_user, p.ttft_s * 1e3, p.tpot_s * 1e3,
+                          p.max_batch]
+    else:
+        for (mname, gname), grp in df.groupby(["model", "gpu"], sort=False):
+            agg = (grp["kind"] == "aggregated").to_numpy()
+            profs = [benchmark_profile(r) for _, r in grp.iterrows()]
+            ta = np.where(agg, grp["tp"].astype(float).fillna(0), grp["p_tp"].astype(float).fillna(0))
+            ca = np.where(agg, grp["replicas"].astype(float).fillna(0), grp["p_replicas"].astype(float).fillna(0))
+            tb = np.where(agg, 1.0, grp["d_tp"].astype(float).fillna(1))
+            cb = np.where(agg, 0.0, grp["d_replicas"].astype(float).fillna(0))
+            res = predict_arrays(
+                get_model(mname), get_gpu(gname), params, features,
+                concurrency=grp["concurrency"].to_numpy(float), isl=grp["isl"].to_numpy(float),
+                osl=grp["osl"].to_numpy(float), tp_a=ta, count_a=ca, tp_b=tb, count_b=cb,
+                gpu_memory_utilization=[p.gpu_memory_utilization for p in profs],
+                cpu_cores=[p.cpu_cores for p in profs], host_penalty=[float(p.host_penalty) for p in profs],
+                random_routing=[float(p.routing == "random") for p in profs])
+            gpus = grp["num_gpus"].to_numpy(float)
+            out.loc[grp.index, "pred_output_tok_s"] = res["output_tok_s"]
+            out.loc[grp.index, "pred_tok_s_per_gpu"] = res["output_tok_s"] / gpus
+            out.loc[grp.index, "pred_tok_s_per_user"] = res["output_tok_s"] / grp["concurrency"].to_numpy(float)
+            out.loc[grp.index, "pred_ttft_ms"] = res["ttft_s"] * 1e3
+            out.loc[grp.index, "pred_tpot_ms"] = res["tpot_s"] * 1e3
+            out.loc[grp.index, "pred_max_batch"] = res["max_batch"]
     return pd.concat([df[[c for c in keep if c in df.columns]], out], axis=1)
+
+
+PRED_COLUMNS = ["pred_output_tok_s", "pred_tok_s_per_gpu", "pred_tok_s_per_user", "pred_ttft_ms", "pred_tpot_ms",
+                "pred_max_batch"]

@@ -1,0 +1,112 @@
+"""Calibration: fit the six global parameters to all measured points at once (chapter 08).
+
+Least squares on log errors of throughput (per-GPU and per-user throughput
+share the same log error, since both are output throughput over a fixed
+count), plus the log errors of the measured TTFT and TPOT values. Bounds are
+the plausible ranges of ``data/parameters.csv``; the fit reports whether any
+parameter ended at a bound, and an uncertainty for each from the Jacobian.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+from scipy.optimize import least_squares
+
+from .fullmodel import FITTED_PARAMETERS, Features, ModelParams, predict_measurements
+from .specs import parameter_facts
+
+LATENCY_WEIGHT = 1.0  # weight of a TTFT or TPOT residual relative to a throughput residual
+BOUND_TOLERANCE = 1e-3  # a parameter within this fraction of its range from a bound counts as "at the bound"
+
+
+@dataclass(frozen=True)
+class FitResult:
+    params: ModelParams
+    stderr: dict  # name -> one standard error
+    at_bound: tuple  # names of parameters that ended at a bound of their range
+    cost: float
+    n_residuals: int
+    nfev: int
+    success: bool
+
+
+def parameter_bounds() -> tuple[np.ndarray, np.ndarray]:
+    facts = parameter_facts()
+    lo = np.array([facts[n].low for n in FITTED_PARAMETERS], float)
+    hi = np.array([facts[n].high for n in FITTED_PARAMETERS], float)
+    return lo, hi
+
+
+def residuals(pred: pd.DataFrame, meas: pd.DataFrame, latency_weight: float = LATENCY_WEIGHT) -> np.ndarray:
+    """Log residuals: one per throughput point, plus one per measured TTFT and TPOT value."""
+    r = [np.log(pred["pred_output_tok_s"].to_numpy(float) / meas["output_tok_s"].to_numpy(float))]
+    if latency_weight > 0:
+        for p, m in (("pred_ttft_ms", "mean_ttft_ms"), ("pred_tpot_ms", "mean_tpot_ms")):
+            has = meas[m].notna().to_numpy()
+            r.append(latency_weight * np.log(pred[p].to_numpy(float)[has] / meas[m].to_numpy(float)[has]))
+    out = np.concatenate(r)
+    return np.where(np.isfinite(out), out, 10.0)  # a point the model cannot serve counts as a large miss
+
+
+def fit(meas: pd.DataFrame, start: ModelParams | None = None, features: Features = Features(),
+        latency_weight: float = LATENCY_WEIGHT) -> FitResult:
+    """Fit the six global parameters to the measurements ``meas`` (deterministic)."""
+    start = start or ModelParams.nominal()
+    lo, hi = parameter_bounds()
+    scale = hi - lo
+
+    def fun(z):
+        p = start.with_fitted(lo + z * scale)
+        return residuals(predict_measurements(meas, p, features), meas, latency_weight)
+
+    z0 = np.clip((start.fitted_vector() - lo) / scale, 0.02, 0.98)
+    sol = least_squares(fun, z0, bounds=(0.0, 1.0), x_scale=1.0, diff_step=1e-4, xtol=1e-10, ftol=1e-10,
+                        method="trf")
+    x = lo + sol.x * scale
+    params = start.with_fitted(x)
+    dof = max(sol.fun.size - len(x), 1)
+    s2 = 2 * sol.cost / dof
+    jac = sol.jac / scale[None, :]
+    try:
+        cov = s2 * np.linalg.inv(jac.T @ jac)
+        err = np.sqrt(np.clip(np.diag(cov), 0, None))
+    except np.linalg.LinAlgError:
+        err = np.full(len(x), np.nan)
+    at_bound = tuple(n for n, z in zip(FITTED_PARAMETERS, sol.x) if z < BOUND_TOLERANCE or z > 1 - BOUND_TOLERANCE)
+    return FitResult(params, dict(zip(FITTED_PARAMETERS, err)), at_bound, float(sol.cost), int(sol.fun.size),
+                     int(sol.nfev), bool(sol.success))
+
+
+def parameter_table(result: FitResult) -> pd.DataFrame:
+    """Fitted value, one-sigma uncertainty, nominal value, range, and whether it sits at a bound."""
+    facts = parameter_facts()
+    rows = []
+    for n in FITTED_PARAMETERS:
+        f = facts[n]
+        rows.append({"parameter": n, "unit": f.unit, "nominal": f.nominal, "low": f.low, "high": f.high,
+                     "fitted": getattr(result.params, n), "stderr": result.stderr[n],
+                     "at_bound": n in result.at_bound})
+    return pd.DataFrame(rows)
+
+
+def cross_validate(meas: pd.DataFrame, start: ModelParams | None = None,
+                   latency_weight: float = LATENCY_WEIGHT) -> pd.DataFrame:
+    """Leave one family out: refit without it, then predict it. One row per held-out family."""
+    rows = []
+    for fam in list(dict.fromkeys(meas["family"])):
+        train = meas[meas["family"] != fam]
+        test = meas[meas["family"] == fam]
+        res = fit(train, start, latency_weight=latency_weight)
+        pred = predict_measurements(test, res.params)
+        err = np.abs(pred["pred_output_tok_s"].to_numpy(float) / test["output_tok_s"].to_numpy(float) - 1)
+        rows.append({"held_out": fam, "points": len(test), "median_abs_rel_err": float(np.median(err)),
+                     "p90_abs_rel_err": float(np.quantile(err, 0.9)), "at_bound": ", ".join(res.at_bound)})
+    return pd.DataFrame(rows)
+
+
+def replace_params(params: ModelParams, **kw) -> ModelParams:
+    return dataclasses.replace(params, **kw)
