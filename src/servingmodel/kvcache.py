@@ -66,3 +66,12 @@ def check_deployment_fits(gpu: GpuSpec, model: ModelSpec, tp: int, isl: int, osl
             f"{model.name} at TP{tp} on {gpu.name} holds {cap:.0f} KV tokens, fewer than one request of "
             f"{isl + osl} tokens")
     return cap
+
+
+def derived_alpha(max_batch_requests, tp):
+    """The crude model's alpha implied by KV capacity (chapter 04): alpha x N = the batch that fits."""
+    b = np.asarray(max_batch_requests, float)
+    t = np.asarray(tp, float)
+    if np.any(b < 0) or np.any(t < 1):
+        raise ValueError("max_batch must be non-negative and tp at least 1")
+    return b / t

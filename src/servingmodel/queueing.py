@@ -82,3 +82,11 @@ def drain_factor(batch, service_s, tok_s, requests, osl):
     b = np.asarray(batch, float)
     steady = np.asarray(requests, float) * osl / np.asarray(tok_s, float)
     return steady / (steady + np.asarray(service_s, float) / 2.0 * (1.0 - 1.0 / np.maximum(b, 1.0)))
+
+
+def queue_wait_per_request_s(batch, service_s):
+    """TTFT each extra waiting request adds in the closed loop (chapter 04): service time / batch = 1 / rate."""
+    b = np.asarray(batch, float)
+    if np.any(~(b > 0)):
+        raise ValueError("batch must be positive")
+    return np.asarray(service_s, float) / b

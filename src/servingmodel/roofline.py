@@ -111,3 +111,69 @@ def critical_batch(model: ModelSpec, gpu: GpuSpec, context_tokens: float = 0.0, 
 def per_user_tok_s(ttft_s, tpot_s, osl: int):
     """Per-user throughput as the benchmark defines it: OSL / (TTFT + (OSL - 1) x TPOT)."""
     return osl / (np.asarray(ttft_s, float) + (osl - 1) * np.asarray(tpot_s, float))
+
+
+def decode_time_terms_s(model: ModelSpec, gpu: GpuSpec, tp, batch, context_tokens, *, bandwidth_efficiency: float,
+                        compute_efficiency: float, step_overhead_s: float = 0.0, weight_dtype: str = "bf16",
+                        kv_dtype: str = "bf16") -> dict:
+    """The parts of one decode step (chapter 03), each in seconds.
+
+    ``weights_s`` and ``kv_s`` are the two HBM reads (``memory_s`` is their
+    sum), ``compute_s`` the FLOP time, ``overhead_s`` the fixed per-step time
+    and ``step_s`` their roofline combination, equal to :func:`decode_step_time_s`.
+    """
+    step = decode_step_time_s(model, gpu, tp, batch, context_tokens, bandwidth_efficiency=bandwidth_efficiency,
+                              compute_efficiency=compute_efficiency, step_overhead_s=step_overhead_s,
+                              weight_dtype=weight_dtype, kv_dtype=kv_dtype)
+    bw = gpu.hbm_bandwidth_bytes_s * bandwidth_efficiency
+    weights = weight_bytes_per_gpu(model, tp, weight_dtype) / bw
+    kv = np.asarray(batch, float) * np.asarray(context_tokens, float) * \
+        kv_bytes_per_token_per_gpu(model, tp, kv_dtype) / bw
+    comp = decode_compute_time_s(model, gpu, tp, batch, context_tokens, compute_efficiency,
+                                 "fp8" if weight_dtype == "fp8" else "bf16")
+    return {"weights_s": weights, "kv_s": kv, "memory_s": weights + kv, "compute_s": comp,
+            "overhead_s": step_overhead_s, "step_s": step}
+
+
+def asymptotic_intensity(model: ModelSpec, context_tokens, kv_dtype: str = "bf16"):
+    """Arithmetic intensity of a decode step as the batch grows without bound (chapter 03).
+
+    Once the KV reads of the batch dwarf the weight read, every request adds
+    its FLOPs and its KV bytes in a fixed ratio:
+    (2 x params + 4 x layers x heads x head_dim x context) / (context x KV bytes per token).
+    Infinite at zero context (weights only, which the batch shares).
+    """
+    c = np.asarray(context_tokens, float)
+    if np.any(c < 0):
+        raise ValueError(f"context_tokens must be non-negative, got {context_tokens!r}")
+    flops = linear_flops_per_token(model) + 4.0 * model.num_layers * model.num_heads * model.head_dim * c
+    with np.errstate(divide="ignore"):
+        return flops / (c * model.kv_bytes_per_token(kv_dtype))
+
+
+def critical_context_tokens(model: ModelSpec, gpu: GpuSpec, weight_dtype: str = "bf16",
+                            kv_dtype: str = "bf16") -> float:
+    """Context length beyond which no batch makes a decode step compute-bound (chapter 03).
+
+    Solves :func:`asymptotic_intensity` = peak FLOPs / peak bandwidth for the
+    context. ``inf`` when attention alone is intense enough that long contexts
+    never keep decode memory-bound.
+    """
+    ridge = gpu.flops("fp8" if weight_dtype == "fp8" else "bf16") / gpu.hbm_bandwidth_bytes_s
+    attn = 4.0 * model.num_layers * model.num_heads * model.head_dim
+    denom = ridge * model.kv_bytes_per_token(kv_dtype) - attn
+    return float(linear_flops_per_token(model) / denom) if denom > 0 else float("inf")
+
+
+def implied_tpot_s(per_user_tok_s, ttft_s, osl: int):
+    """Time per output token implied by a measured per-user throughput and TTFT (inverse of :func:`per_user_tok_s`)."""
+    u = np.asarray(per_user_tok_s, float)
+    t = np.asarray(ttft_s, float)
+    if osl < 2:
+        raise ValueError(f"osl must be at least 2, got {osl!r}")
+    if np.any(~(u > 0)) or np.any(t < 0):
+        raise ValueError("per-user throughput must be positive and TTFT non-negative")
+    decode = osl / u - t
+    if np.any(decode <= 0):
+        raise ValueError("TTFT is longer than the whole request implied by the per-user throughput")
+    return decode / (osl - 1)
