@@ -110,3 +110,46 @@ def cross_validate(meas: pd.DataFrame, start: ModelParams | None = None,
 
 def replace_params(params: ModelParams, **kw) -> ModelParams:
     return dataclasses.replace(params, **kw)
+
+
+CALIBRATED_FILE = "calibrated_parameters.csv"
+
+
+def write_calibrated(result: FitResult, path=None) -> None:
+    """Store a fit in ``data/calibrated_parameters.csv`` (the project command ``make calibrate``)."""
+    from .paths import DATA_DIR
+
+    path = path or DATA_DIR / CALIBRATED_FILE
+    table = parameter_table(result)
+    table["fitted"] = table["fitted"].map(lambda v: f"{v:.6g}")
+    table["stderr"] = table["stderr"].map(lambda v: f"{v:.3g}")
+    table[["parameter", "fitted", "stderr", "unit", "at_bound"]].to_csv(path, index=False)
+
+
+def calibrated_params(path=None) -> ModelParams:
+    """The calibrated parameters stored by ``make calibrate`` (fixed ones at their nominal values)."""
+    from .paths import DATA_DIR
+    from .specs import SpecError
+
+    path = path or DATA_DIR / CALIBRATED_FILE
+    try:
+        table = pd.read_csv(path)
+    except FileNotFoundError:
+        raise SpecError(f"{path}: no calibrated parameters; run `make calibrate`") from None
+    missing = [n for n in FITTED_PARAMETERS if n not in set(table["parameter"])]
+    if missing:
+        raise SpecError(f"{path}: missing calibrated parameter(s) {missing}; run `make calibrate`")
+    values = dict(zip(table["parameter"], table["fitted"].astype(float)))
+    return ModelParams.nominal().with_fitted([values[n] for n in FITTED_PARAMETERS])
+
+
+def main() -> None:
+    from .measurements import load_measurements
+
+    result = fit(load_measurements())
+    write_calibrated(result)
+    print(parameter_table(result).to_string(index=False))
+
+
+if __name__ == "__main__":
+    main()
