@@ -61,3 +61,35 @@ def bytes_per_token_allreduce(model: ModelSpec, tp):
     """Bytes one GPU sends per token with two ring all-reduces of the activations per layer."""
     n = np.asarray(tp, float)
     return allreduces_per_step(model) * 2.0 * (n - 1.0) / n * model.hidden_size * ACTIVATION_BYTES
+
+
+def allreduce_message_bytes(model: ModelSpec, tokens):
+    """Bytes of one all-reduce message: the hidden-state activations of ``tokens`` tokens in bf16."""
+    t = np.asarray(tokens, float)
+    if np.any(t < 0):
+        raise ValueError(f"tokens must be non-negative, got {tokens!r}")
+    return t * model.hidden_size * ACTIVATION_BYTES
+
+
+def allreduce_time_terms_s(tp, message_bytes, gpu: GpuSpec, latency_s: float, link_efficiency: float) -> dict:
+    """The two parts of :func:`allreduce_time_s`: ``latency_s`` per call and the ring's ``bandwidth_s``."""
+    total = allreduce_time_s(tp, message_bytes, gpu, latency_s, link_efficiency)
+    n = np.asarray(tp, float)
+    lat = np.where(n > 1, latency_s, 0.0) + np.zeros_like(total)
+    return {"latency_s": lat, "bandwidth_s": total - lat, "total_s": total}
+
+
+def latency_bandwidth_crossover_bytes(tp, gpu: GpuSpec, latency_s: float, link_efficiency: float):
+    """Message size at which the ring's bandwidth term equals the per-call latency (infinite for tp = 1).
+
+    Smaller messages are latency-bound (decode), larger ones bandwidth-bound (prefill chunks).
+    """
+    _check_eff("link_efficiency", link_efficiency)
+    if latency_s < 0:
+        raise ValueError(f"latency_s must be non-negative, got {latency_s!r}")
+    n = np.asarray(tp, float)
+    if np.any(n < 1):
+        raise ValueError(f"tp must be at least 1, got {tp!r}")
+    with np.errstate(divide="ignore"):
+        return np.where(n > 1, latency_s * gpu.link_bytes_s * link_efficiency * n / (2.0 * np.maximum(n - 1.0, 1e-300)),
+                        np.inf)

@@ -60,3 +60,36 @@ def compute_bound_ceiling_tok_s_per_gpu(model: ModelSpec, gpu: GpuSpec, isl, osl
     _check_eff("compute_efficiency", compute_efficiency)
     total = prefill_flops(model, isl) + decode_flops_per_request(model, isl, osl)
     return np.asarray(osl, float) * gpu.flops(compute_dtype) * compute_efficiency / total
+
+
+def prefill_decode_flops_ratio(model: ModelSpec, isl, osl):
+    """How many times the FLOPs of a request's whole decode its prefill costs (hypothesis H2, chapter 05)."""
+    o = np.asarray(osl, float)
+    if np.any(o < 1):
+        raise ValueError(f"osl must be at least 1, got {osl!r}")
+    return prefill_flops(model, isl) / decode_flops_per_request(model, isl, osl)
+
+
+def implied_compute_efficiency(model: ModelSpec, gpu: GpuSpec, tp, isl, prefill_s, compute_dtype: str = "bf16"):
+    """Model-FLOPs utilisation at which the prefill of ``isl`` tokens on ``tp`` GPUs takes ``prefill_s``."""
+    t = np.asarray(prefill_s, float)
+    if np.any(~(t > 0)):
+        raise ValueError(f"prefill_s must be positive, got {prefill_s!r}")
+    n = np.asarray(tp, float)
+    if np.any(n < 1):
+        raise ValueError(f"tp must be at least 1, got {tp!r}")
+    return prefill_flops(model, isl) / (n * gpu.flops(compute_dtype) * t)
+
+
+def interference_tpot_s(batch, decode_step_s, prefill_s, osl):
+    """TPOT with chunked prefill: each request's decode waits for the other B - 1 prompts' prefill chunks.
+
+    Over a request's OSL - 1 decode steps the instance also prefills the
+    B - 1 requests that replace finished ones: TPOT = t_dec + (B - 1) t_pf / (OSL - 1).
+    """
+    b = np.asarray(batch, float)
+    if np.any(b < 1):
+        raise ValueError(f"batch must be at least 1, got {batch!r}")
+    if np.any(np.asarray(osl, float) < 2):
+        raise ValueError(f"osl must be at least 2, got {osl!r}")
+    return np.asarray(decode_step_s, float) + (b - 1.0) * np.asarray(prefill_s, float) / (np.asarray(osl, float) - 1.0)
