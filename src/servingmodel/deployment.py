@@ -77,3 +77,25 @@ def random_routing_throughput(concurrency: int, replicas: int, instance_tok_s) -
     tok = np.asarray(instance_tok_s(np.arange(1, c + 1, dtype=float)), float)
     p = random_routing_occupancy(c, replicas, lambda k: tok)
     return float(replicas * np.dot(p[1:], tok))
+
+
+def implied_step_excess_s(per_user_tok_s, ttft_s, osl: int, model_step_s):
+    """Time per decode step a measurement spends beyond the model's step (hypothesis H5, chapter 06).
+
+    From a concurrency-1 point: TPOT implied = (OSL / per-user throughput - TTFT) / (OSL - 1),
+    with a (predicted or measured) TTFT; the excess is that minus the model's decode-step time.
+    """
+    from .roofline import implied_tpot_s
+
+    return implied_tpot_s(per_user_tok_s, ttft_s, osl) - np.asarray(model_step_s, float)
+
+
+def implied_penalty_per_process_s(excess_s, tp, cpu_cores, processes_besides_workers: float):
+    """Excess step time per busy vLLM process beyond the pod's cores (NaN where none is beyond them)."""
+    cores = np.asarray(cpu_cores, float)
+    if np.any(~(cores > 0)):
+        raise ValueError(f"cpu_cores must be positive, got {cpu_cores!r}")
+    over = busy_processes(tp, processes_besides_workers) - cores
+    e = np.asarray(excess_s, float)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return np.where(over > 0, e / np.where(over > 0, over, 1.0), np.nan)

@@ -1,0 +1,128 @@
+"""Deployment differences (chapter 06): the host penalty of CPU-starved pods,
+random routing versus balanced routing, and the per-step excess implied by a
+concurrency-1 measurement (hypothesis H5)."""
+
+from __future__ import annotations
+
+from math import comb
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from servingmodel import deployment
+from servingmodel.roofline import per_user_tok_s
+from servingmodel.specs import get_profile
+
+FEW = settings(max_examples=40, deadline=None)
+STANDALONE = get_profile("llm-d-standalone")
+MODELSERVICE = get_profile("llm-d-modelservice")
+IDEAL = get_profile("ideal")
+
+
+def test_busy_processes_are_workers_plus_server_and_engine():
+    np.testing.assert_allclose(deployment.busy_processes(np.array([2, 4, 8]), 2), [4, 6, 10])
+
+
+def test_host_penalty_by_hand():
+    np.testing.assert_allclose(deployment.host_penalty_s(np.array([2, 4, 8]), STANDALONE, 1e-3, 2), [0, 2e-3, 6e-3])
+    np.testing.assert_allclose(deployment.host_penalty_s(np.array([2, 4, 8]), MODELSERVICE, 1e-3, 2), [0, 0, 0])
+    np.testing.assert_allclose(deployment.host_penalty_s(8, IDEAL, 1e-3, 2), 0)
+
+
+def test_balanced_throughput_by_hand():
+    def tok(n):
+        return 10 * np.asarray(n, float) / (1 + 0.1 * np.asarray(n, float))
+    assert deployment.balanced_throughput(8, 4, tok) == pytest.approx(4 * tok(2))
+    assert deployment.balanced_throughput(2, 4, tok) == pytest.approx(2 * tok(1))
+
+
+def test_occupancy_with_equal_rates_is_uniform():
+    p = deployment.random_routing_occupancy(2, 2, lambda k: np.ones_like(k))
+    np.testing.assert_allclose(p, [1 / 3, 1 / 3, 1 / 3])
+
+
+@pytest.mark.parametrize("c, r", [(8, 4), (5, 2), (16, 8), (3, 3)])
+def test_occupancy_of_independent_requests_is_binomial(c, r):
+    # completion rate proportional to k: requests do not slow each other down
+    p = deployment.random_routing_occupancy(c, r, lambda k: np.asarray(k, float))
+    q = 1.0 / r
+    np.testing.assert_allclose(p, [comb(c, k) * q**k * (1 - q) ** (c - k) for k in range(c + 1)], rtol=1e-9)
+
+
+def test_one_replica_holds_every_request():
+    np.testing.assert_allclose(deployment.random_routing_occupancy(4, 1, lambda k: k), [0, 0, 0, 0, 1])
+
+
+def test_random_routing_equals_balanced_for_a_linear_instance():
+    def tok(n):
+        return 30.0 * np.asarray(n, float)
+    assert deployment.random_routing_throughput(16, 4, tok) == pytest.approx(30.0 * 16)
+
+
+def test_random_routing_leaves_replicas_idle_at_low_load():
+    def tok(n):
+        return np.minimum(np.asarray(n, float), 2.0) * 40.0  # saturates at two requests
+    rnd = deployment.random_routing_throughput(8, 4, tok)
+    bal = float(deployment.balanced_throughput(8, 4, tok))
+    assert rnd < 0.9 * bal
+
+
+def test_implied_step_excess_by_hand():
+    osl, ttft, tpot = 1000, 0.5, 0.025
+    u = per_user_tok_s(ttft, tpot, osl)
+    assert deployment.implied_step_excess_s(u, ttft, osl, 0.010) == pytest.approx(0.015)
+    np.testing.assert_allclose(deployment.implied_step_excess_s([u, u], ttft, osl, [0.025, 0.030]), [0, -0.005],
+                               atol=1e-12)
+
+
+def test_implied_penalty_per_process_by_hand():
+    out = deployment.implied_penalty_per_process_s([0.001, 0.004, 0.012], np.array([2, 4, 8]), 4, 2)
+    assert np.isnan(out[0])
+    np.testing.assert_allclose(out[1:], [0.002, 0.002])
+
+
+@pytest.mark.parametrize("call, match", [
+    (lambda: deployment.host_penalty_s(4, STANDALONE, -1e-3, 2), "penalty_per_process_s must be non-negative"),
+    (lambda: deployment.random_routing_occupancy(0, 2, lambda k: k), "at least 1"),
+    (lambda: deployment.random_routing_occupancy(4, 0, lambda k: k), "at least 1"),
+    (lambda: deployment.random_routing_occupancy(4, 2, lambda k: np.zeros_like(k)), "must be positive"),
+    (lambda: deployment.implied_step_excess_s(0.0, 0.5, 1000, 0.01), "must be positive"),
+    (lambda: deployment.implied_step_excess_s(40.0, 30.0, 1000, 0.01), "TTFT is longer"),
+    (lambda: deployment.implied_step_excess_s(40.0, 0.5, 1, 0.01), "osl must be at least 2"),
+    (lambda: deployment.implied_penalty_per_process_s(0.01, 8, 0, 2), "cpu_cores must be positive"),
+])
+def test_bad_inputs_raise_clear_errors(call, match):
+    with pytest.raises(ValueError, match=match):
+        call()
+
+
+CONCAVE = st.tuples(st.floats(1.0, 100.0), st.floats(0.0, 2.0), st.floats(0.3, 1.0), st.floats(1.0, 64.0))
+
+
+def concave_curve(a, b, power, cap):
+    """A concave instance curve through the origin: a n^p / (1 + b n), flattened beyond ``cap`` requests."""
+    def tok(n):
+        m = np.minimum(np.asarray(n, float), cap)
+        return a * m**power / (1.0 + b * m)
+    return tok
+
+
+@FEW
+@given(st.integers(1, 64), st.integers(1, 8), st.floats(0.1, 10.0), st.floats(0.0, 1.0))
+def test_occupancy_is_a_distribution(c, r, mu1, slope):
+    p = deployment.random_routing_occupancy(c, r, lambda k: mu1 + slope * np.asarray(k, float))
+    assert p.shape == (c + 1,)
+    assert np.all(p >= 0)
+    assert p.sum() == pytest.approx(1.0)
+    assert np.dot(np.arange(c + 1), p) == pytest.approx(c / r, rel=1e-9)
+
+
+@FEW
+@given(st.integers(1, 64), st.integers(1, 8), CONCAVE)
+def test_random_routing_never_beats_balanced_for_a_concave_instance(c, r, shape):
+    tok = concave_curve(*shape)
+    rnd = deployment.random_routing_throughput(c, r, tok)
+    bal = float(deployment.balanced_throughput(c, r, tok))
+    assert rnd <= bal * (1 + 1e-9)
