@@ -2,7 +2,9 @@
 #
 #   make book     strict HTML build -> _build/html/index.html
 #   make test     make book, then pytest: unit tests, nbval on every chapter,
-#                 HTML checks and the figure-regression proof
+#                 HTML checks and the figure-regression proof, and every page
+#                 opened in headless Chromium (screenshots in _build/screenshots)
+#   make browser  install Debian's chromium (apt-get) if /usr/bin/chromium is missing
 #   make execute  re-run every chapter in place and normalise it (the only
 #                 way committed outputs should change); NB=book/02_x.ipynb
 #                 restricts it to one chapter
@@ -23,13 +25,14 @@ PYTHON ?= $(shell command -v python3.11 2>/dev/null || command -v python3)
 
 # Top-level dependencies; requirements.txt is their full, exact lock.
 TOP_DEPS := jupyter-book==1.0.4.post1 numpy pandas scipy seaborn matplotlib \
-            nbval pytest hypothesis ipykernel
+            nbval pytest hypothesis ipykernel \
+            sphinx-mathjax-offline websocket-client
 
 # Chapters are book/NN_slug.ipynb; book/_template.ipynb is not one.
 CHAPTERS := $(sort $(wildcard book/[0-9][0-9]_*.ipynb))
 NB ?= $(CHAPTERS)
 
-.PHONY: venv book test execute normalize check-notebooks bench lock clean distclean
+.PHONY: venv book browser test execute normalize check-notebooks bench lock clean distclean
 
 venv: $(STAMP)
 
@@ -49,7 +52,20 @@ book: $(STAMP)
 	  || { echo "error: jupyter-book exited 0 but wrote no _build/html/index.html" >&2; exit 1; }
 	@echo "book: _build/html/index.html"
 
-test: book
+# tests/test_browser.py opens the built book in Debian's chromium (driven over
+# the DevTools protocol by websocket-client, so no chromedriver). Installed only
+# when missing; apt-get needs root (or sudo).
+CHROMIUM := /usr/bin/chromium
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+
+browser:
+	@test -x $(CHROMIUM) || { \
+	  echo "installing Debian's chromium for tests/test_browser.py"; \
+	  $(SUDO) apt-get update -qq \
+	  && $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium; }
+	@test -x $(CHROMIUM) || { echo "error: $(CHROMIUM) still missing" >&2; exit 1; }
+
+test: book browser
 	$(BIN)/python -m pytest
 
 execute: $(STAMP)
