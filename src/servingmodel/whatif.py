@@ -1,0 +1,345 @@
+"""What-if questions for the calibrated model: vectorised sweeps, Pareto frontiers, best configurations (chapter 10).
+
+Everything here is a *prediction* of the calibrated model. It composes
+:func:`fullmodel.predict_arrays` (aggregated serving, vectorised over numpy
+arrays) and :func:`disagg.predict_disaggregated` (true prefill/decode
+disaggregation, point by point); it adds no physics of its own.
+
+The maximum-throughput regime ("unlimited" concurrency) is defined as the
+smallest concurrency at which every instance's KV-cache batch is just full:
+``ceil(replicas x max_batch)`` for aggregated serving and
+``ceil(d_replicas x max_batch of a decode instance)`` for disaggregated
+serving. More requests in flight than that only queue: throughput stays at
+its ceiling while TTFT grows.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+from . import kvcache
+from .fullmodel import Features, Layout, ModelParams, make_instance_arrays, predict_arrays
+from .measurements import deployment_label
+from .specs import GIB, GpuSpec, ModelSpec, Profile, check_dtype, get_gpu, get_model, get_profile
+
+#: Columns of every frame this module returns, in order.
+SWEEP_COLUMNS = [
+    "model", "gpu", "profile", "weight_dtype", "kv_dtype", "kind", "deployment", "tp", "replicas", "p_tp",
+    "p_replicas", "d_tp", "d_replicas", "num_gpus", "isl", "osl", "concurrency", "output_tok_s", "tok_s_per_gpu",
+    "tok_s_per_user", "ttft_ms", "tpot_ms", "max_batch", "fits",
+]
+#: Tensor-parallel sizes that fit inside one 8-GPU node.
+NODE_TPS = (1, 2, 4, 8)
+#: Default concurrency grid of :func:`candidates`: powers of two, 1 to 1024.
+DEFAULT_CONCURRENCIES = tuple(2**k for k in range(11))
+
+
+def resolve(model, gpu, profile) -> tuple[ModelSpec, GpuSpec, Profile]:
+    """Accept names (any alias the registry knows) or spec objects."""
+    m = model if isinstance(model, ModelSpec) else get_model(model)
+    g = gpu if isinstance(gpu, GpuSpec) else get_gpu(gpu)
+    p = profile if isinstance(profile, Profile) else get_profile(profile)
+    return m, g, p
+
+
+def _params(params: ModelParams | None) -> ModelParams:
+    if params is not None:
+        return params
+    from .calibrate import calibrated_params
+
+    return calibrated_params()
+
+
+def _whole(name: str, a: np.ndarray, minimum: int) -> None:
+    if np.any(~np.isfinite(a)) or np.any(a != np.round(a)) or np.any(a < minimum):
+        raise ValueError(f"{name} must be whole numbers >= {minimum}")
+
+
+def _check_tp(model: ModelSpec, name: str, tp: np.ndarray) -> None:
+    _whole(name, tp, 1)
+    bad = np.unique(tp[np.asarray(model.num_heads % tp.astype(np.int64), bool)])
+    if bad.size:
+        raise ValueError(f"{name} {bad.astype(int).tolist()} must divide the {model.num_heads} attention heads "
+                         f"of {model.name}")
+
+
+def _check_workload(isl: np.ndarray, osl: np.ndarray) -> None:
+    _whole("isl", isl, 1)
+    _whole("osl", osl, 2)
+
+
+def _check_concurrency(c: np.ndarray) -> None:
+    given = c[~np.isnan(c)]
+    if np.any(~np.isfinite(given)) or np.any(given < 1) or np.any(given != np.round(given)):
+        raise ValueError("concurrency must be whole numbers >= 1 (NaN or None: the maximum-throughput regime)")
+
+
+def instance_max_batch(model, gpu, profile, params: ModelParams | None = None, *, tp, isl, osl,
+                       weight_dtype: str = "bf16", kv_dtype: str = "bf16", features: Features = Features()):
+    """KV-cache batch limit of one instance (requests of mean context), and whether one request fits.
+
+    Returns ``(max_batch, fits)`` as arrays broadcast over the inputs.
+    """
+    m, g, p = resolve(model, gpu, profile)
+    params = _params(params)
+    tp, isl, osl = np.broadcast_arrays(*(np.asarray(v, float) for v in (tp, isl, osl)))
+    _check_tp(m, "tp", tp)
+    _check_workload(isl, osl)
+    inst = make_instance_arrays(m, g, tp, isl, osl, p.gpu_memory_utilization, p.cpu_cores, float(p.host_penalty),
+                                params, features, check_dtype(weight_dtype), check_dtype(kv_dtype))
+    bmax = np.broadcast_to(np.asarray(inst.max_batch, float), tp.shape)
+    fits = bmax * kvcache.mean_context_tokens(isl, osl) >= isl + osl
+    return bmax, fits
+
+
+def saturating_concurrency(max_batch, instances):
+    """The maximum-throughput concurrency: ``ceil(instances x max_batch)``, at least 1."""
+    b = np.asarray(max_batch, float)
+    if np.any(np.isinf(b)):
+        raise ValueError("the maximum-throughput regime needs a finite KV batch limit (features.kv_limit on)")
+    return np.maximum(np.ceil(np.asarray(instances, float) * np.where(np.isfinite(b), b, 0.0) - 1e-9), 1.0)
+
+
+def insufficient_memory_reason(model, gpu, profile, params: ModelParams | None = None, *, tp, isl, osl,
+                               weight_dtype: str = "bf16", kv_dtype: str = "bf16") -> str | None:
+    """Why one instance at ``tp`` cannot hold one request (None when it can), from :mod:`kvcache`."""
+    m, g, p = resolve(model, gpu, profile)
+    params = _params(params)
+    try:
+        kvcache.check_deployment_fits(g, m, int(tp), int(isl), int(osl), p.gpu_memory_utilization,
+                                      params.memory_reserve_gib * GIB, weight_dtype, kv_dtype)
+    except kvcache.InsufficientMemoryError as e:
+        return str(e)
+    return None
+
+
+def sweep(model, gpu, profile, params: ModelParams | None = None, *, tp, replicas=1, concurrency=None, isl, osl,
+          weight_dtype: str = "bf16", kv_dtype: str = "bf16", features: Features = Features()) -> pd.DataFrame:
+    """Predict many aggregated scenarios at once (numpy arrays, broadcast together).
+
+    ``tp``, ``replicas``, ``concurrency``, ``isl`` and ``osl`` are scalars or
+    arrays that broadcast to one shape; the result has one row per scenario
+    (flattened in C order). ``concurrency`` None or NaN means the
+    maximum-throughput regime (see the module docstring). ``model``, ``gpu``
+    and ``profile`` are names or spec objects; ``params`` defaults to the
+    calibrated parameters. Routing follows the profile: balanced profiles are
+    computed in one vectorised pass; random routing is exact too
+    (:func:`fullmodel.predict_arrays` solves its closed network), but point
+    by point and so slower. A scenario whose instance cannot hold one request
+    keeps its row with ``fits`` False and NaN predictions.
+    """
+    m, g, p = resolve(model, gpu, profile)
+    params = _params(params)
+    check_dtype(weight_dtype)
+    check_dtype(kv_dtype)
+    c_in = np.nan if concurrency is None else concurrency
+    tp, reps, c, isl, osl = (a.ravel() for a in np.broadcast_arrays(
+        *(np.asarray(v, float) for v in (tp, replicas, c_in, isl, osl))))
+    tp, reps, c, isl, osl = (np.array(a) for a in (tp, reps, c, isl, osl))  # writable copies
+    _check_tp(m, "tp", tp)
+    _whole("replicas", reps, 1)
+    _check_workload(isl, osl)
+    _check_concurrency(c)
+    unset = np.isnan(c)
+    if unset.any():
+        bmax, fits = instance_max_batch(m, g, p, params, tp=tp[unset], isl=isl[unset], osl=osl[unset],
+                                        weight_dtype=weight_dtype, kv_dtype=kv_dtype, features=features)
+        c[unset] = np.where(fits, saturating_concurrency(bmax, reps[unset]), 1.0)
+    out = predict_arrays(m, g, params, features, concurrency=c, isl=isl, osl=osl, tp_a=tp, count_a=reps,
+                         gpu_memory_utilization=p.gpu_memory_utilization, cpu_cores=p.cpu_cores,
+                         host_penalty=float(p.host_penalty), random_routing=float(p.routing == "random"),
+                         weight_dtype=weight_dtype, kv_dtype=kv_dtype)
+    fits = np.asarray(out["fits"], bool)
+    total = np.asarray(out["output_tok_s"], float)
+    gpus = tp * reps
+    n = tp.size
+    return pd.DataFrame({
+        "model": [m.name] * n, "gpu": [g.name] * n, "profile": [p.name] * n,
+        "weight_dtype": [weight_dtype] * n, "kv_dtype": [kv_dtype] * n, "kind": ["aggregated"] * n,
+        "deployment": [f"TP{int(t)} x {int(r)}" for t, r in zip(tp, reps)],
+        "tp": tp.astype(int), "replicas": reps.astype(int),
+        "p_tp": np.nan, "p_replicas": np.nan, "d_tp": np.nan, "d_replicas": np.nan,
+        "num_gpus": gpus.astype(int), "isl": isl.astype(int), "osl": osl.astype(int), "concurrency": c.astype(int),
+        "output_tok_s": total, "tok_s_per_gpu": total / gpus, "tok_s_per_user": total / c,
+        "ttft_ms": np.asarray(out["ttft_s"], float) * 1e3, "tpot_ms": np.asarray(out["tpot_s"], float) * 1e3,
+        "max_batch": np.where(fits, np.asarray(out["max_batch"], float), np.nan), "fits": fits,
+    }, columns=SWEEP_COLUMNS)
+
+
+def sweep_disaggregated(model, gpu, profile, params: ModelParams | None = None, *, p_tp, p_replicas, d_tp,
+                        d_replicas, concurrency=None, isl, osl, weight_dtype: str = "bf16", kv_dtype: str = "bf16",
+                        features: Features = Features(), transfer_bytes_s: float | None = None) -> pd.DataFrame:
+    """Predict true prefill/decode-disaggregated scenarios (:func:`disagg.predict_disaggregated`, point by point).
+
+    Same conventions and columns as :func:`sweep`. ``concurrency`` None or NaN
+    means ``ceil(d_replicas x max_batch of a decode instance)``. A scenario
+    fits only if a decode instance holds one whole request and a prefill
+    instance holds one prompt.
+    """
+    from . import disagg  # imported here: aggregated sweeps do not need it
+
+    m, g, p = resolve(model, gpu, profile)
+    params = _params(params)
+    check_dtype(weight_dtype)
+    check_dtype(kv_dtype)
+    c_in = np.nan if concurrency is None else concurrency
+    ptp, prep, dtp, drep, c, isl, osl = (np.array(a.ravel()) for a in np.broadcast_arrays(
+        *(np.asarray(v, float) for v in (p_tp, p_replicas, d_tp, d_replicas, c_in, isl, osl))))
+    _check_tp(m, "p_tp", ptp)
+    _check_tp(m, "d_tp", dtp)
+    _whole("p_replicas", prep, 1)
+    _whole("d_replicas", drep, 1)
+    _check_workload(isl, osl)
+    _check_concurrency(c)
+    # a prefill instance must hold one prompt (isl tokens), a decode instance one whole request
+    p_bmax, _ = instance_max_batch(m, g, p, params, tp=ptp, isl=isl, osl=osl, features=features,
+                                   weight_dtype=weight_dtype, kv_dtype=kv_dtype)
+    p_fits = p_bmax * kvcache.mean_context_tokens(isl, osl) >= isl
+    d_bmax, d_fits = instance_max_batch(m, g, p, params, tp=dtp, isl=isl, osl=osl, features=features,
+                                        weight_dtype=weight_dtype, kv_dtype=kv_dtype)
+    unset = np.isnan(c)
+    c[unset] = np.where(d_fits[unset], saturating_concurrency(d_bmax[unset], drep[unset]), 1.0)
+    n = ptp.size
+    res = np.full((n, 5), np.nan)
+    fits = p_fits & d_fits
+    for i in np.flatnonzero(fits):
+        layout = Layout("disaggregated", p_tp=int(ptp[i]), p_replicas=int(prep[i]), d_tp=int(dtp[i]),
+                        d_replicas=int(drep[i]))
+        try:
+            pr = disagg.predict_disaggregated(m, g, int(isl[i]), int(osl[i]), layout, float(c[i]), p, params,
+                                              features, weight_dtype, kv_dtype, transfer_bytes_s=transfer_bytes_s)
+        except kvcache.InsufficientMemoryError:
+            fits[i] = False
+            continue
+        res[i] = (pr.output_tok_s, pr.ttft_s * 1e3, pr.tpot_s * 1e3, pr.max_batch, 0.0)
+    gpus = ptp * prep + dtp * drep
+    total = res[:, 0]
+    return pd.DataFrame({
+        "model": [m.name] * n, "gpu": [g.name] * n, "profile": [p.name] * n,
+        "weight_dtype": [weight_dtype] * n, "kv_dtype": [kv_dtype] * n, "kind": ["disaggregated"] * n,
+        "deployment": [deployment_label("disaggregated", None, None, a, b, cc, d)
+                       for a, b, cc, d in zip(ptp, prep, dtp, drep)],
+        "tp": np.nan, "replicas": np.nan,
+        "p_tp": ptp.astype(int), "p_replicas": prep.astype(int), "d_tp": dtp.astype(int),
+        "d_replicas": drep.astype(int),
+        "num_gpus": gpus.astype(int), "isl": isl.astype(int), "osl": osl.astype(int), "concurrency": c.astype(int),
+        "output_tok_s": total, "tok_s_per_gpu": total / gpus, "tok_s_per_user": total / c,
+        "ttft_ms": res[:, 1], "tpot_ms": res[:, 2], "max_batch": res[:, 3], "fits": fits,
+    }, columns=SWEEP_COLUMNS)
+
+
+def pareto_frontier(df: pd.DataFrame, x: str = "tok_s_per_user", y: str = "tok_s_per_gpu") -> pd.DataFrame:
+    """The non-dominated rows of ``df``, maximising both ``x`` and ``y``, sorted by ``x``.
+
+    A row is dominated when another row is at least as good in both columns
+    and strictly better in one. Rows with a NaN in ``x`` or ``y`` (scenarios
+    that do not fit) are never on the frontier; exact ties are all kept.
+    """
+    if df.empty:
+        return df.copy()
+    xs = df[x].to_numpy(float)
+    ys = df[y].to_numpy(float)
+    ok = np.flatnonzero(np.isfinite(xs) & np.isfinite(ys))
+    xs, ys = xs[ok], ys[ok]
+    order = np.lexsort((-ys, -xs))  # x descending, then y descending
+    xs, ys, ok = xs[order], ys[order], ok[order]
+    # start of each group of equal x: that row has the group's largest y
+    new = np.r_[True, xs[1:] != xs[:-1]]
+    group = np.cumsum(new) - 1
+    group_max = ys[new]
+    # best y among all rows with strictly larger x
+    better_x = np.r_[-np.inf, np.maximum.accumulate(group_max)[:-1]]
+    keep = (ys == group_max[group]) & (ys > better_x[group])
+    return df.iloc[np.sort(ok[keep])].sort_values([x, y], ascending=[True, False], kind="stable")
+
+
+def layouts_for(num_gpus: int, tps=NODE_TPS, *, disaggregated: bool = True) -> list[Layout]:
+    """Every layout that uses exactly ``num_gpus`` GPUs with each instance's TP in ``tps``.
+
+    Aggregated: ``tp x (num_gpus / tp)``. Disaggregated: ``p_replicas`` at
+    ``p_tp`` plus ``d_replicas`` at ``d_tp``, at least one of each.
+    """
+    if not (int(num_gpus) == num_gpus and num_gpus >= 1):
+        raise ValueError(f"num_gpus must be a whole number >= 1, got {num_gpus!r}")
+    out = [Layout("aggregated", tp=t, replicas=num_gpus // t) for t in tps if num_gpus % t == 0]
+    if disaggregated:
+        for pt in tps:
+            for pr in range(1, num_gpus // pt + 1):
+                rest = num_gpus - pt * pr
+                for dt in tps:
+                    if rest >= dt and rest % dt == 0:
+                        out.append(Layout("disaggregated", p_tp=pt, p_replicas=pr, d_tp=dt, d_replicas=rest // dt))
+    return out
+
+
+def candidates(model, gpu, profile, params: ModelParams | None = None, *, num_gpus: int = 16, isl, osl,
+               concurrencies=DEFAULT_CONCURRENCIES, tps=NODE_TPS, disaggregated: bool = True,
+               weight_dtype: str = "bf16", kv_dtype: str = "bf16", features: Features = Features(),
+               transfer_bytes_s: float | None = None) -> pd.DataFrame:
+    """Every layout of :func:`layouts_for` at every concurrency (columns of :func:`sweep`).
+
+    A TP that does not divide the model's attention heads is skipped.
+    """
+    m, g, p = resolve(model, gpu, profile)
+    params = _params(params)
+    tps = tuple(t for t in tps if m.num_heads % t == 0)
+    cs = np.asarray(concurrencies, float)
+    lays = layouts_for(num_gpus, tps, disaggregated=disaggregated)
+    agg = [lay for lay in lays if lay.kind == "aggregated"]
+    pd_ = [lay for lay in lays if lay.kind == "disaggregated"]
+    frames = []
+    if agg:
+        tp = np.repeat([lay.tp for lay in agg], cs.size)
+        reps = np.repeat([lay.replicas for lay in agg], cs.size)
+        frames.append(sweep(m, g, p, params, tp=tp, replicas=reps, concurrency=np.tile(cs, len(agg)), isl=isl,
+                            osl=osl, weight_dtype=weight_dtype, kv_dtype=kv_dtype, features=features))
+    if pd_:
+        col = {f: np.repeat([getattr(lay, f) for lay in pd_], cs.size)
+               for f in ("p_tp", "p_replicas", "d_tp", "d_replicas")}
+        frames.append(sweep_disaggregated(m, g, p, params, **col, concurrency=np.tile(cs, len(pd_)), isl=isl,
+                                          osl=osl, weight_dtype=weight_dtype, kv_dtype=kv_dtype, features=features,
+                                          transfer_bytes_s=transfer_bytes_s))
+    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=SWEEP_COLUMNS)
+
+
+def meets_objective(df: pd.DataFrame, *, min_tok_s_per_user: float | None = None,
+                    max_ttft_ms: float | None = None, max_tpot_ms: float | None = None) -> pd.Series:
+    """Rows that fit and satisfy every given latency objective (None: no constraint)."""
+    ok = df["fits"].astype(bool) & df["tok_s_per_gpu"].notna()
+    if min_tok_s_per_user is not None:
+        ok &= df["tok_s_per_user"] >= min_tok_s_per_user
+    if max_ttft_ms is not None:
+        ok &= df["ttft_ms"] <= max_ttft_ms
+    if max_tpot_ms is not None:
+        ok &= df["tpot_ms"] <= max_tpot_ms
+    return ok
+
+
+def best_configuration(model, gpu, profile, params: ModelParams | None = None, *, num_gpus: int = 16, isl, osl,
+                       min_tok_s_per_user: float | None = None, max_ttft_ms: float | None = None,
+                       max_tpot_ms: float | None = None, concurrencies=DEFAULT_CONCURRENCIES, tps=NODE_TPS,
+                       disaggregated: bool = True, weight_dtype: str = "bf16", kv_dtype: str = "bf16",
+                       features: Features = Features(), transfer_bytes_s: float | None = None,
+                       candidates_df: pd.DataFrame | None = None) -> pd.DataFrame:
+    """Pareto frontier of the configurations of ``num_gpus`` GPUs that meet a latency objective.
+
+    Enumerates aggregated TP in ``tps`` with replicas filling the GPUs and
+    every prefill/decode split (true disaggregation), at every concurrency
+    of ``concurrencies``; keeps the scenarios that fit and meet every given
+    objective (per-user throughput at least ``min_tok_s_per_user``, TTFT at
+    most ``max_ttft_ms``, TPOT at most ``max_tpot_ms``); returns their
+    Pareto frontier (per-user vs per-GPU throughput) sorted by per-GPU
+    throughput, best first: row 0 is the configuration that serves the most
+    tokens per GPU within the objective. Empty when nothing meets it.
+    ``candidates_df`` reuses a frame from :func:`candidates`.
+    """
+    cand = candidates_df if candidates_df is not None else candidates(
+        model, gpu, profile, params, num_gpus=num_gpus, isl=isl, osl=osl, concurrencies=concurrencies, tps=tps,
+        disaggregated=disaggregated, weight_dtype=weight_dtype, kv_dtype=kv_dtype, features=features,
+        transfer_bytes_s=transfer_bytes_s)
+    ok = meets_objective(cand, min_tok_s_per_user=min_tok_s_per_user, max_ttft_ms=max_ttft_ms,
+                         max_tpot_ms=max_tpot_ms)
+    front = pareto_frontier(cand[ok])
+    return front.sort_values(["tok_s_per_gpu", "tok_s_per_user"], ascending=[False, False],
+                             kind="stable").reset_index(drop=True)
