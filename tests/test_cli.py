@@ -1,0 +1,295 @@
+"""The `servingmodel` command: predictions equal the package's, every row is kept,
+bad input names its row and column, unknown names list the known ones, and the
+help documents every input column. No model number is written here: expected
+values come from the package itself."""
+
+from __future__ import annotations
+
+import math
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from servingmodel import cli, disagg, fullmodel, kvcache, specs
+from servingmodel.calibrate import calibrated_params
+from servingmodel.fullmodel import Layout
+from servingmodel.measurements import load_measurements
+
+PARAMS = calibrated_params()
+PRED = ["pred_output_tok_s", "pred_tok_s_per_gpu", "pred_tok_s_per_user", "pred_ttft_ms", "pred_tpot_ms",
+        "pred_max_batch"]
+
+HAPPY = """\
+model,gpu,tp,replicas,isl,osl,concurrency,weight_dtype,kv_dtype,kind,p_tp,p_replicas,d_tp,d_replicas,profile,note
+Llama-3.1-70B,H100,4,4,10000,1000,64,,,,,,,,,plain
+meta-llama/Llama-3.1-70B-Instruct,NVIDIA-H100-80GB-HBM3,2,8,10000,1000,32,,,aggregated,,,,,llm-d-standalone,hf id
+llama-3.1-70b,h200,8,2,1000,1000,128,fp8,fp8,,,,,,ideal,fp8
+Llama-3.1-8B,B200,1,16,1000,10000,256,bf16,fp8,,,,,,,small model
+Llama-3.1-70B,H100,,,10000,1000,32,,,disaggregated,4,1,4,3,,true P/D
+Llama-3.1-70B,B200,4,1,10000,1000,,,,,,,,,,unlimited
+Llama-3.1-70B,H100,2,1,100000,1000,8,,,,,,,,llm-d-modelservice,does not fit
+"""
+
+
+def run(tmp_path, text, *extra):
+    src = tmp_path / "in.csv"
+    src.write_text(text)
+    out = tmp_path / "out.csv"
+    code = cli.main(["predict", str(src), "-o", str(out), *extra])
+    return code, out
+
+
+def read(path):
+    return pd.read_csv(path, dtype=str, keep_default_na=False)
+
+
+def num(v):
+    return float(v) if v != "" else math.nan
+
+
+def test_predict_happy_path_matches_the_package(tmp_path):
+    code, out = run(tmp_path, HAPPY)
+    assert code == 0
+    inp = read(tmp_path / "in.csv")
+    got = read(out)
+    assert len(got) == len(inp)
+    # every input column unchanged, in order, then the outputs
+    assert list(got.columns[: len(inp.columns)]) == list(inp.columns)
+    pd.testing.assert_frame_equal(got[inp.columns], inp)
+    assert set(cli.OUTPUT_COLUMNS) <= set(got.columns)
+    for i, r in got.iterrows():
+        model, gpu = specs.get_model(r["model"]), specs.get_gpu(r["gpu"])
+        prof = specs.get_profile(r["profile"] or "llm-d-modelservice")
+        wd, kd = r["weight_dtype"] or "bf16", r["kv_dtype"] or "bf16"
+        if r["note"] == "does not fit":
+            continue
+        assert r["status"] == "ok", r["status"]
+        c = float(r["concurrency_used"])
+        if r["concurrency"]:
+            assert c == float(r["concurrency"])
+        if r["kind"] == "disaggregated":
+            lay = Layout("disaggregated", p_tp=int(r["p_tp"]), p_replicas=int(r["p_replicas"]),
+                         d_tp=int(r["d_tp"]), d_replicas=int(r["d_replicas"]))
+            p = disagg.predict_disaggregated(model, gpu, int(r["isl"]), int(r["osl"]), lay, c, prof, PARAMS,
+                                             weight_dtype=wd, kv_dtype=kd)
+        else:
+            lay = Layout("aggregated", tp=int(r["tp"]), replicas=int(r["replicas"]))
+            p = fullmodel.predict_aggregated(model, gpu, int(r["isl"]), int(r["osl"]), lay, c, prof, PARAMS,
+                                             weight_dtype=wd, kv_dtype=kd)
+        want = [p.output_tok_s, p.tok_s_per_gpu, p.tok_s_per_user, p.ttft_s * 1e3, p.tpot_s * 1e3, p.max_batch]
+        for col, w in zip(PRED, want):
+            assert num(r[col]) == pytest.approx(w, rel=1e-5), (i, col)
+
+
+def test_empty_concurrency_is_the_kv_saturating_concurrency(tmp_path):
+    code, out = run(tmp_path, HAPPY)
+    assert code == 0
+    r = read(out).set_index("note").loc["unlimited"]
+    model, gpu, prof = specs.get_model(r["model"]), specs.get_gpu(r["gpu"]), specs.get_profile("llm-d-modelservice")
+    inst = fullmodel.make_instance(model, gpu, 4, 10000, 1000, prof, PARAMS, fullmodel.Features())
+    assert float(r["concurrency_used"]) == math.ceil(1 * float(inst.max_batch))
+    assert num(r["pred_max_batch"]) == pytest.approx(float(inst.max_batch), rel=1e-5)
+    # in steady state (no benchmark ramp and tail) it is the smallest concurrency at the ceiling:
+    # more requests only queue (same throughput, longer TTFT), one fewer leaves the batch short
+    c = float(r["concurrency_used"])
+    lay = Layout("aggregated", tp=4, replicas=1)
+    steady = fullmodel.Features(deployment=False)
+    at, more, less = (fullmodel.predict_aggregated(model, gpu, 10000, 1000, lay, n, prof, PARAMS, steady)
+                      for n in (c, 2 * c, c - 1))
+    assert more.output_tok_s == pytest.approx(at.output_tok_s, rel=1e-12)
+    assert more.ttft_s > at.ttft_s
+    assert less.output_tok_s < at.output_tok_s
+
+
+def test_row_that_cannot_hold_the_model_is_kept_with_a_reason(tmp_path):
+    code, out = run(tmp_path, HAPPY)
+    assert code == 0
+    got = read(out)
+    r = got[got["note"] == "does not fit"].iloc[0]
+    with pytest.raises(kvcache.InsufficientMemoryError) as e:
+        fullmodel.predict_aggregated(specs.get_model("Llama-3.1-70B"), specs.get_gpu("H100"), 100000, 1000,
+                                     Layout("aggregated", tp=2, replicas=1), 8,
+                                     specs.get_profile("llm-d-modelservice"), PARAMS)
+    assert e.value  # the package refuses it too
+    assert r["status"] != "ok" and "fewer than one request" in r["status"]
+    assert all(r[c] == "" for c in PRED)
+
+
+def test_weights_that_do_not_fit_are_a_status_not_an_error(tmp_path):
+    text = "model,gpu,tp,isl,osl\nLlama-3.1-405B,H100,8,1000,1000\nLlama-3.1-70B,H100,8,1000,1000\n"
+    code, out = run(tmp_path, text)
+    assert code == 0
+    got = read(out)
+    assert len(got) == 2
+    assert "does not fit" in got.loc[0, "status"] and "weights need" in got.loc[0, "status"]
+    assert got.loc[1, "status"] == "ok"
+
+
+def test_no_row_is_dropped_or_reordered(tmp_path):
+    rows = ["model,gpu,tp,replicas,isl,osl,concurrency,id"]
+    cases = [(1, 1, 10000), (2, 4, 100000), (4, "", 10000), (8, 64, 1000), (2, 1, 1000), (4, 1, 100000),
+             (8, "", 10000)] * 3
+    for k, (tp, c, isl) in enumerate(cases):
+        rows.append(f"Llama-3.1-70B,H100,{tp},1,{isl},1000,{c},{k}")
+    code, out = run(tmp_path, "\n".join(rows) + "\n")
+    assert code == 0
+    got = read(out)
+    assert got["id"].tolist() == [str(k) for k in range(len(cases))]
+    model, gpu, prof = specs.get_model("Llama-3.1-70B"), specs.get_gpu("H100"), specs.get_profile("llm-d-modelservice")
+    for (tp, c, isl), status in zip(cases, got["status"]):
+        try:
+            fullmodel.predict_aggregated(model, gpu, isl, 1000, Layout("aggregated", tp=tp, replicas=1), c or 1,
+                                         prof, PARAMS)
+            fits = True
+        except kvcache.InsufficientMemoryError:
+            fits = False
+        assert (status == "ok") == fits, (tp, c, isl, status)
+    assert (got["status"] == "ok").any() and (got["status"] != "ok").any()
+
+
+def test_header_only_input_gives_header_only_output(tmp_path):
+    code, out = run(tmp_path, "model,gpu,tp,isl,osl\n")
+    assert code == 0
+    got = read(out)
+    assert len(got) == 0 and list(got.columns[:5]) == ["model", "gpu", "tp", "isl", "osl"]
+
+
+@pytest.mark.parametrize("column,value,known", [
+    ("model", "Llama-9-1T", specs.model_names()),
+    ("gpu", "H999", specs.gpu_names()),
+    ("profile", "fancy", sorted(specs.profiles())),
+])
+def test_unknown_name_exits_2_and_lists_the_known_names(tmp_path, capsys, column, value, known):
+    row = {"model": "Llama-3.1-70B", "gpu": "H100", "tp": "4", "isl": "1000", "osl": "100", "profile": "ideal"}
+    text = ",".join(row) + "\n" + ",".join(row.values()) + "\n"
+    row[column] = value
+    text += ",".join(row.values()) + "\n"
+    code, out = run(tmp_path, text)
+    err = capsys.readouterr().err
+    assert code == 2
+    assert not out.exists()
+    assert value in err and "row(s) 3" in err and repr(column) in err
+    for name in known:
+        assert name in err
+
+
+@pytest.mark.parametrize("column,value,fragment", [
+    ("tp", "3", "must divide"),
+    ("tp", "four", "not a number"),
+    ("tp", "-4", "must be positive"),
+    ("tp", "0", "must be positive"),
+    ("tp", "2.5", "whole number"),
+    ("isl", "", "empty"),
+    ("osl", "1", "at least 2"),
+    ("replicas", "0", "must be positive"),
+    ("concurrency", "nan", "not finite"),
+    ("concurrency", "1.5", "whole number"),
+    ("weight_dtype", "int4", "unknown dtype"),
+    ("kv_dtype", "fp4", "unknown dtype"),
+    ("kind", "mixed", "unknown kind"),
+])
+def test_bad_value_names_row_and_column(tmp_path, capsys, column, value, fragment):
+    cols = ["model", "gpu", "tp", "replicas", "isl", "osl", "concurrency", "weight_dtype", "kv_dtype", "kind"]
+    good = ["Llama-3.1-70B", "H100", "4", "1", "1000", "100", "8", "bf16", "bf16", "aggregated"]
+    bad = list(good)
+    bad[cols.index(column)] = value
+    text = "\n".join(",".join(r) for r in (cols, good, good, bad)) + "\n"
+    code, out = run(tmp_path, text)
+    err = capsys.readouterr().err
+    assert code == 2
+    assert not out.exists()
+    assert f"row 4, column {column!r}" in err
+    assert fragment in err
+
+
+def test_missing_required_column_is_named(tmp_path, capsys):
+    code, _ = run(tmp_path, "model,gpu,tp,isl\nLlama-3.1-70B,H100,4,1000\n")
+    err = capsys.readouterr().err
+    assert code == 2
+    assert "row 1, column 'osl'" in err and "required column missing" in err
+
+
+def test_disaggregated_row_needs_its_pool_columns(tmp_path, capsys):
+    text = ("model,gpu,tp,isl,osl,kind,p_tp,p_replicas,d_tp\n"
+            "Llama-3.1-70B,H100,,10000,1000,disaggregated,4,1,\n")
+    code, _ = run(tmp_path, text)
+    err = capsys.readouterr().err
+    assert code == 2
+    assert "row 2, column 'd_tp': empty" in err
+    assert "row 2, column 'd_replicas'" in err
+
+
+def test_reproduce_writes_every_measured_point(tmp_path):
+    out = tmp_path / "rep.csv"
+    assert cli.main(["reproduce", "-o", str(out)]) == 0
+    got = pd.read_csv(out)
+    meas = load_measurements()
+    assert len(got) == len(meas) == 114
+    need = ["kind", "tp", "replicas", "p_tp", "p_replicas", "d_tp", "d_replicas", "concurrency", *PRED,
+            "output_tok_s"]
+    assert set(need) <= set(got.columns)
+    assert got["output_tok_s"].to_numpy() == pytest.approx(meas["output_tok_s"].to_numpy(float))
+    want = fullmodel.predict_measurements(meas, PARAMS)
+    assert got["pred_output_tok_s"].to_numpy() == pytest.approx(want["pred_output_tok_s"].to_numpy(float), rel=1e-5)
+
+
+def test_help_documents_every_input_column_defaults_and_exit_codes(capsys):
+    assert cli.main(["--help"]) == 0
+    text = capsys.readouterr().out
+    for col in (*cli.REQUIRED, *cli.OPTIONAL):
+        assert col in text, col
+    for fragment in ("default 1", "bf16 (default)", "aggregated (default)", "llm-d-modelservice",
+                     "maximum-throughput", "ceil(replicas x max_batch)", "exit codes", "reproduce", "profiles"):
+        assert fragment in text, fragment
+    assert cli.main(["predict", "--help"]) == 0
+    sub = capsys.readouterr().out
+    for col in (*cli.REQUIRED, *cli.OPTIONAL):
+        assert col in sub, col
+
+
+def test_profiles_lists_the_three_profiles(capsys):
+    assert cli.main(["profiles"]) == 0
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert len(lines) == len(specs.profiles()) == 3
+    for name, p in specs.profiles().items():
+        assert any(line.startswith(f"{name}: {p.description}") for line in lines)
+
+
+def test_usage_errors_exit_2():
+    assert cli.main([]) == 2
+    assert cli.main(["predict", "x.csv"]) == 2  # no -o
+    assert cli.main(["frobnicate"]) == 2
+
+
+def test_missing_input_file_exits_2(tmp_path, capsys):
+    assert cli.main(["predict", str(tmp_path / "nope.csv"), "-o", str(tmp_path / "o.csv")]) == 2
+    assert "not found" in capsys.readouterr().err
+
+
+def console_script() -> str:
+    exe = Path(sys.executable).parent / "servingmodel"
+    return str(exe) if exe.exists() else shutil.which("servingmodel")
+
+
+@pytest.mark.slow
+def test_installed_console_script(tmp_path):
+    exe = console_script()
+    assert exe, "the servingmodel console script is not installed (make venv)"
+    src = tmp_path / "in.csv"
+    src.write_text("model,gpu,tp,replicas,isl,osl,concurrency\nLlama-3.1-70B,H100,4,4,10000,1000,64\n"
+                   "Llama-3.1-70B,H100,2,1,10000,1000,8\n")
+    out = tmp_path / "out.csv"
+    proc = subprocess.run([exe, "predict", str(src), "-o", str(out)], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    got = read(out)
+    assert got["status"].tolist()[0] == "ok" and got["status"].tolist()[1] != "ok"
+    bad = subprocess.run([exe, "predict", str(src).replace("in.csv", "missing.csv"), "-o", str(out)],
+                         capture_output=True, text=True)
+    assert bad.returncode == 2 and "not found" in bad.stderr
+    src.write_text("model,gpu,tp,isl,osl\nLlama-3.1-70B,H7,4,1000,100\n")
+    unk = subprocess.run([exe, "predict", str(src), "-o", "-"], capture_output=True, text=True)
+    assert unk.returncode == 2 and "H100-SXM" in unk.stderr and unk.stdout == ""
