@@ -8,13 +8,9 @@ of what nbval compares.
 
 from __future__ import annotations
 
-import matplotlib
-
-matplotlib.use("Agg")
-
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-import seaborn as sns  # noqa: E402
+import matplotlib.pyplot as plt
+import numpy as np
+import seaborn as sns
 
 X_PER_USER = "throughput per user (output tok/s/user)"
 Y_PER_GPU = "throughput per GPU (output tok/s/GPU)"
@@ -147,3 +143,34 @@ def new_figure(ncols: int = 1, nrows: int = 1, **kw):
     w, h = plt.rcParams["figure.figsize"]
     kw.setdefault("figsize", (w * (1 if ncols == 1 else 0.62 * ncols), h * (1 if nrows == 1 else 0.8 * nrows)))
     return plt.subplots(nrows, ncols, **kw)
+
+
+def predicted_vs_measured(pred, meas, quantity: str = "tok_s_per_gpu"):
+    """Two panels: predicted against measured (log-log, with y = x) and the residual against concurrency.
+
+    ``pred`` holds ``pred_<quantity>`` aligned with ``meas`` (same index);
+    points are coloured and marked by family. Returns the figure.
+    """
+    from .measurements import FAMILIES
+
+    fig, (ax1, ax2) = new_figure(ncols=2)
+    label = {"tok_s_per_gpu": "throughput per GPU (tok/s/GPU)", "tok_s_per_user": "throughput per user (tok/s/user)"}
+    for fam in FAMILIES:
+        m = (meas["family"] == fam).to_numpy()
+        if not m.any():
+            continue
+        st = deployment_style(meas.loc[m, "deployment"].iloc[-1])
+        kw = dict(ls="none", marker=st["marker"], color=st["color"], label=fam)
+        y = pred.loc[m, "pred_" + quantity].to_numpy(float)
+        x = meas.loc[m, quantity].to_numpy(float)
+        ax1.plot(x, y, **kw)
+        ax2.plot(meas.loc[m, "concurrency"].to_numpy(float), y / x - 1.0, **kw)
+    top = 1.2 * max(float(meas[quantity].max()), float(np.nanmax(pred["pred_" + quantity].to_numpy(float))))
+    bottom = 0.8 * min(float(meas[quantity].min()), float(np.nanmin(pred["pred_" + quantity].to_numpy(float))))
+    ax1.plot([bottom, top], [bottom, top], color="0.3", ls="--", lw=1, label="y = x")
+    ax1.set(xscale="log", yscale="log", xlabel="measured " + label[quantity], ylabel="predicted " + label[quantity])
+    ax2.axhline(0.0, color="0.3", ls="--", lw=1, label="no error")
+    ax2.set(xscale="log", xlabel=X_CONCURRENCY, ylabel="residual, predicted / measured - 1")
+    ax1.legend(loc="upper left")
+    fig.tight_layout()
+    return fig
