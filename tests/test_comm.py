@@ -20,7 +20,8 @@ LINK = 450e9 * 0.8
 
 def test_allreduce_time_by_hand():
     msg = 64 * 8192 * 2
-    assert comm.allreduce_time_s(4, msg, GPU, 10e-6, 0.8) == pytest.approx(10e-6 + 2 * 3 / 4 * msg / LINK)
+    # TP4: log2(4) = 2 latency rounds, plus the ring's bytes
+    assert comm.allreduce_time_s(4, msg, GPU, 10e-6, 0.8) == pytest.approx(2 * 10e-6 + 2 * 3 / 4 * msg / LINK)
     assert comm.allreduce_time_s(1, msg, GPU, 10e-6, 0.8) == 0.0
 
 
@@ -28,16 +29,23 @@ def test_two_allreduces_per_layer():
     assert comm.allreduces_per_step(MODEL) == 160
 
 
-def test_decode_comm_is_latency_bound_and_nearly_independent_of_tp():
+def test_decode_comm_is_latency_bound_and_grows_with_log2_tp():
     t = comm.decode_comm_time_s(MODEL, GPU, np.array([2, 4, 8]), 1, 10e-6, 0.8)
-    assert np.all(t >= 160 * 10e-6)
-    assert np.all(t < 160 * 10e-6 * 1.01)
+    rounds = np.array([1, 2, 3])
+    assert np.all(t >= 160 * 10e-6 * rounds)
+    assert np.all(t < 160 * 10e-6 * rounds * 1.01)
+
+
+def test_latency_rounds():
+    np.testing.assert_allclose(comm.latency_rounds([1, 2, 4, 8]), [0, 1, 2, 3])
+    with pytest.raises(ValueError, match="tp must be at least 1"):
+        comm.latency_rounds(0)
 
 
 def test_prefill_comm_by_hand():
     n, s = 8, 10_000
     bw = 2 * (n - 1) / n * s * 8192 * 2 / LINK
-    expected = 160 * (2 * 10e-6 + bw)
+    expected = 160 * (2 * 3 * 10e-6 + bw)  # 2 chunks x log2(8) = 3 latency rounds
     assert comm.prefill_comm_time_s(MODEL, GPU, n, s, 8192, 10e-6, 0.8) == pytest.approx(expected)
     assert comm.prefill_comm_time_s(MODEL, GPU, 1, s, 8192, 10e-6, 0.8) == 0.0
 
@@ -60,7 +68,7 @@ def test_activations_are_far_smaller_than_gathered_weights():
 def test_time_terms_add_up():
     terms = comm.allreduce_time_terms_s(np.array([1, 2, 8]), 1e6, GPU, 10e-6, 0.8)
     np.testing.assert_allclose(terms["latency_s"] + terms["bandwidth_s"], terms["total_s"])
-    np.testing.assert_allclose(terms["latency_s"], [0, 10e-6, 10e-6])
+    np.testing.assert_allclose(terms["latency_s"], [0, 10e-6, 3 * 10e-6])
 
 
 def test_crossover_message_has_equal_latency_and_bandwidth_terms():

@@ -26,7 +26,8 @@ def test_busy_processes_are_workers_plus_server_and_engine():
 
 
 def test_host_penalty_by_hand():
-    np.testing.assert_allclose(deployment.host_penalty_s(np.array([2, 4, 8]), STANDALONE, 1e-3, 2), [0, 2e-3, 6e-3])
+    # 4 cores: TP4 has P = 6 busy processes, E = 2 beyond the cores, E x P / C = 3; TP8: 6 x 10 / 4 = 15
+    np.testing.assert_allclose(deployment.host_penalty_s(np.array([2, 4, 8]), STANDALONE, 1e-3, 2), [0, 3e-3, 15e-3])
     np.testing.assert_allclose(deployment.host_penalty_s(np.array([2, 4, 8]), MODELSERVICE, 1e-3, 2), [0, 0, 0])
     np.testing.assert_allclose(deployment.host_penalty_s(8, IDEAL, 1e-3, 2), 0)
 
@@ -78,9 +79,16 @@ def test_implied_step_excess_by_hand():
 
 
 def test_implied_penalty_per_process_by_hand():
-    out = deployment.implied_penalty_per_process_s([0.001, 0.004, 0.012], np.array([2, 4, 8]), 4, 2)
+    out = deployment.implied_penalty_per_process_s([0.001, 0.006, 0.030], np.array([2, 4, 8]), 4, 2)
     assert np.isnan(out[0])
     np.testing.assert_allclose(out[1:], [0.002, 0.002])
+
+
+def test_oversubscription_by_hand():
+    np.testing.assert_allclose(deployment.oversubscription(np.array([1, 2, 4, 8]), 4, 2), [0, 0, 3, 15])
+    np.testing.assert_allclose(deployment.oversubscription(8, 32, 2), 0)
+    with pytest.raises(ValueError, match="cpu_cores must be positive"):
+        deployment.oversubscription(8, 0, 2)
 
 
 @pytest.mark.parametrize("call, match", [

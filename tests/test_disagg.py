@@ -5,6 +5,7 @@ throughput never exceeds the slowest pool."""
 
 from __future__ import annotations
 
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -148,16 +149,16 @@ def test_tp2_decode_instance_that_cannot_hold_a_request_is_refused():
 def test_fit_reading_recovers_known_parameters():
     df = load_measurements()
     df = df[df["family"] == "TP4"].copy()
-    truth = ModelParams.nominal().with_fitted([0.7, 0.6, 0.004, 10e-6, 5.39, 0.0])
+    truth = ModelParams.nominal().with_fitted([0.7, 0.6, 20e-6, 5.39, 0.0])
     synth = fullmodel.predict_measurements(df, truth)
     df["output_tok_s"] = synth["pred_output_tok_s"].to_numpy()
     for col in ("ttft", "tpot"):  # synthetic latencies where the benchmark measured them
         has = df[f"mean_{col}_ms"].notna()
         df.loc[has, f"mean_{col}_ms"] = synth.loc[has, f"pred_{col}_ms"]
-    got = disagg.fit_reading(df, names=("bandwidth_efficiency", "compute_efficiency", "step_overhead_s"))
+    got = disagg.fit_reading(df, names=("bandwidth_efficiency", "compute_efficiency", "allreduce_latency_s"))
     assert got.bandwidth_efficiency == pytest.approx(0.7, rel=0.02)
     assert got.compute_efficiency == pytest.approx(0.6, rel=0.02)
-    assert got.step_overhead_s == pytest.approx(0.004, rel=0.05)
+    assert got.allreduce_latency_s == pytest.approx(20e-6, rel=0.05)
 
 
 @pytest.mark.parametrize("call, match", [

@@ -1,10 +1,13 @@
-"""Calibration: fit the six global parameters to all measured points at once (chapter 08).
+"""Calibration: fit the global parameters to all measured points at once (chapter 08).
 
 Least squares on log errors of throughput (per-GPU and per-user throughput
 share the same log error, since both are output throughput over a fixed
-count), plus the log errors of the measured TTFT and TPOT values. Bounds are
-the plausible ranges of ``data/parameters.csv``; the fit reports whether any
-parameter ended at a bound, and an uncertainty for each from the Jacobian.
+count), plus the log errors of the measured TPOT values, which pin down the
+decode step. The measured TTFTs are not fitted: the model's TTFT misses the
+synchronised arrival waves of the closed-loop benchmark (chapter 08), and they
+are kept as an out-of-sample check. Bounds are the plausible ranges of
+``data/parameters.csv``; the fit reports whether any parameter ended at a
+bound, and an uncertainty for each from the Jacobian.
 """
 
 from __future__ import annotations
@@ -19,7 +22,8 @@ from scipy.optimize import least_squares
 from .fullmodel import FITTED_PARAMETERS, Features, ModelParams, predict_measurements
 from .specs import parameter_facts
 
-LATENCY_WEIGHT = 1.0  # weight of a TTFT or TPOT residual relative to a throughput residual
+LATENCY_WEIGHT = 1.0  # weight of a TPOT residual relative to a throughput residual
+TTFT_WEIGHT = 0.0  # measured TTFTs are an out-of-sample check, not fitted
 BOUND_TOLERANCE = 1e-3  # a parameter within this fraction of its range from a bound counts as "at the bound"
 
 
@@ -41,27 +45,28 @@ def parameter_bounds() -> tuple[np.ndarray, np.ndarray]:
     return lo, hi
 
 
-def residuals(pred: pd.DataFrame, meas: pd.DataFrame, latency_weight: float = LATENCY_WEIGHT) -> np.ndarray:
-    """Log residuals: one per throughput point, plus one per measured TTFT and TPOT value."""
+def residuals(pred: pd.DataFrame, meas: pd.DataFrame, latency_weight: float = LATENCY_WEIGHT,
+              ttft_weight: float = TTFT_WEIGHT) -> np.ndarray:
+    """Log residuals: one per throughput point, plus one per measured TPOT (and TTFT, if weighted) value."""
     r = [np.log(pred["pred_output_tok_s"].to_numpy(float) / meas["output_tok_s"].to_numpy(float))]
-    if latency_weight > 0:
-        for p, m in (("pred_ttft_ms", "mean_ttft_ms"), ("pred_tpot_ms", "mean_tpot_ms")):
+    for p, m, w in (("pred_tpot_ms", "mean_tpot_ms", latency_weight), ("pred_ttft_ms", "mean_ttft_ms", ttft_weight)):
+        if w > 0:
             has = meas[m].notna().to_numpy()
-            r.append(latency_weight * np.log(pred[p].to_numpy(float)[has] / meas[m].to_numpy(float)[has]))
+            r.append(w * np.log(pred[p].to_numpy(float)[has] / meas[m].to_numpy(float)[has]))
     out = np.concatenate(r)
     return np.where(np.isfinite(out), out, 10.0)  # a point the model cannot serve counts as a large miss
 
 
 def fit(meas: pd.DataFrame, start: ModelParams | None = None, features: Features = Features(),
-        latency_weight: float = LATENCY_WEIGHT) -> FitResult:
-    """Fit the six global parameters to the measurements ``meas`` (deterministic)."""
+        latency_weight: float = LATENCY_WEIGHT, ttft_weight: float = TTFT_WEIGHT) -> FitResult:
+    """Fit the global parameters (:data:`FITTED_PARAMETERS`) to the measurements ``meas`` (deterministic)."""
     start = start or ModelParams.nominal()
     lo, hi = parameter_bounds()
     scale = hi - lo
 
     def fun(z):
         p = start.with_fitted(lo + z * scale)
-        return residuals(predict_measurements(meas, p, features), meas, latency_weight)
+        return residuals(predict_measurements(meas, p, features), meas, latency_weight, ttft_weight)
 
     z0 = np.clip((start.fitted_vector() - lo) / scale, 0.02, 0.98)
     sol = least_squares(fun, z0, bounds=(0.0, 1.0), x_scale=1.0, diff_step=1e-4, xtol=1e-10, ftol=1e-10,

@@ -2,7 +2,9 @@
 
 vLLM's Megatron-style layers (column-parallel then row-parallel) need two
 all-reduces of the activations per layer, one after attention and one after
-the MLP. An alpha-beta model prices each: a latency per call plus the ring
+the MLP. An alpha-beta model prices each: a latency that grows with the
+number of communication rounds, log2(N) x ``latency_s`` (the rounds of a tree
+or recursive-doubling all-reduce; one round at TP2), plus the ring
 all-reduce's 2(N-1)/N x message bytes over the achieved link bandwidth.
 """
 
@@ -16,8 +18,19 @@ from .specs import GpuSpec, ModelSpec
 ACTIVATION_BYTES = 2.0  # activations are all-reduced in bf16
 
 
+def latency_rounds(tp):
+    """Communication rounds whose latency an all-reduce pays: log2(N) (1 at TP2, 3 at TP8, 0 at TP1)."""
+    n = np.asarray(tp, float)
+    if np.any(n < 1):
+        raise ValueError(f"tp must be at least 1, got {tp!r}")
+    return np.log2(n)
+
+
 def allreduce_time_s(tp, message_bytes, gpu: GpuSpec, latency_s: float, link_efficiency: float):
-    """Time of one ring all-reduce of ``message_bytes`` among ``tp`` GPUs (zero for tp = 1)."""
+    """Time of one all-reduce of ``message_bytes`` among ``tp`` GPUs (zero for tp = 1).
+
+    ``latency_s`` is the latency of one round; the call pays log2(tp) rounds.
+    """
     _check_eff("link_efficiency", link_efficiency)
     if latency_s < 0:
         raise ValueError(f"latency_s must be non-negative, got {latency_s!r}")
@@ -25,7 +38,7 @@ def allreduce_time_s(tp, message_bytes, gpu: GpuSpec, latency_s: float, link_eff
     m = np.asarray(message_bytes, float)
     if np.any(m < 0):
         raise ValueError("message_bytes must be non-negative")
-    t = latency_s + 2.0 * (n - 1.0) / n * m / (gpu.link_bytes_s * link_efficiency)
+    t = latency_s * latency_rounds(n) + 2.0 * (n - 1.0) / n * m / (gpu.link_bytes_s * link_efficiency)
     return np.where(n > 1, t, 0.0)
 
 
@@ -46,7 +59,7 @@ def prefill_comm_time_s(model: ModelSpec, gpu: GpuSpec, tp, isl, max_num_batched
     s = np.asarray(isl, float)
     chunks = np.ceil(s / max_num_batched_tokens)
     n = np.asarray(tp, float)
-    lat = chunks * latency_s
+    lat = chunks * latency_s * latency_rounds(n)
     bw = 2.0 * (n - 1.0) / n * s * model.hidden_size * ACTIVATION_BYTES / (gpu.link_bytes_s * link_efficiency)
     return np.where(n > 1, allreduces_per_step(model) * (lat + bw), 0.0)
 
@@ -72,15 +85,15 @@ def allreduce_message_bytes(model: ModelSpec, tokens):
 
 
 def allreduce_time_terms_s(tp, message_bytes, gpu: GpuSpec, latency_s: float, link_efficiency: float) -> dict:
-    """The two parts of :func:`allreduce_time_s`: ``latency_s`` per call and the ring's ``bandwidth_s``."""
+    """The two parts of :func:`allreduce_time_s`: the latency of its log2(N) rounds and the ring's ``bandwidth_s``."""
     total = allreduce_time_s(tp, message_bytes, gpu, latency_s, link_efficiency)
     n = np.asarray(tp, float)
-    lat = np.where(n > 1, latency_s, 0.0) + np.zeros_like(total)
+    lat = np.where(n > 1, latency_s * latency_rounds(n), 0.0) + np.zeros_like(total)
     return {"latency_s": lat, "bandwidth_s": total - lat, "total_s": total}
 
 
 def latency_bandwidth_crossover_bytes(tp, gpu: GpuSpec, latency_s: float, link_efficiency: float):
-    """Message size at which the ring's bandwidth term equals the per-call latency (infinite for tp = 1).
+    """Message size at which the ring's bandwidth term equals the call's latency (infinite for tp = 1).
 
     Smaller messages are latency-bound (decode), larger ones bandwidth-bound (prefill chunks).
     """
@@ -91,5 +104,6 @@ def latency_bandwidth_crossover_bytes(tp, gpu: GpuSpec, latency_s: float, link_e
     if np.any(n < 1):
         raise ValueError(f"tp must be at least 1, got {tp!r}")
     with np.errstate(divide="ignore"):
-        return np.where(n > 1, latency_s * gpu.link_bytes_s * link_efficiency * n / (2.0 * np.maximum(n - 1.0, 1e-300)),
+        return np.where(n > 1, latency_s * latency_rounds(n) * gpu.link_bytes_s * link_efficiency * n
+                        / (2.0 * np.maximum(n - 1.0, 1e-300)),
                         np.inf)

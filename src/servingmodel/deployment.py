@@ -2,7 +2,10 @@
 
 Two things outside the GPU shape the measured curves. A pod with fewer CPU
 cores than busy vLLM processes (N tensor-parallel workers plus the API server
-and the engine core) makes every engine step wait for the host (hypothesis H5).
+and the engine core) makes every engine step wait for the host (hypothesis H5):
+each of the E processes beyond the cores waits behind a run queue whose length
+grows as P / C (P busy processes on C cores), so a step pays
+``penalty x E x P / C``.
 A plain Kubernetes Service routes each new connection to a random replica, so
 replicas are unevenly loaded; the llm-d scheduler balances them.
 """
@@ -19,14 +22,22 @@ def busy_processes(tp, processes_besides_workers: float):
     return np.asarray(tp, float) + processes_besides_workers
 
 
+def oversubscription(tp, cpu_cores, processes_besides_workers: float):
+    """E x P / C: processes beyond the cores (E), weighted by the run-queue length per core (P / C)."""
+    cores = np.asarray(cpu_cores, float)
+    if np.any(~(cores > 0)):
+        raise ValueError(f"cpu_cores must be positive, got {cpu_cores!r}")
+    busy = busy_processes(tp, processes_besides_workers)
+    return np.maximum(busy - cores, 0.0) * busy / cores
+
+
 def host_penalty_s(tp, profile: Profile, penalty_per_process_s: float, processes_besides_workers: float):
-    """Extra time per engine step: ``penalty_per_process_s`` for each busy process beyond the pod's cores."""
+    """Extra time per engine step in a CPU-starved pod: ``penalty_per_process_s`` x E x P / C."""
     if penalty_per_process_s < 0:
         raise ValueError(f"penalty_per_process_s must be non-negative, got {penalty_per_process_s!r}")
     if not profile.host_penalty:
         return np.zeros_like(np.asarray(tp, float))
-    excess = np.maximum(busy_processes(tp, processes_besides_workers) - profile.cpu_cores, 0.0)
-    return penalty_per_process_s * excess
+    return penalty_per_process_s * oversubscription(tp, profile.cpu_cores, processes_besides_workers)
 
 
 def balanced_throughput(concurrency, replicas, instance_tok_s):
@@ -91,11 +102,8 @@ def implied_step_excess_s(per_user_tok_s, ttft_s, osl: int, model_step_s):
 
 
 def implied_penalty_per_process_s(excess_s, tp, cpu_cores, processes_besides_workers: float):
-    """Excess step time per busy vLLM process beyond the pod's cores (NaN where none is beyond them)."""
-    cores = np.asarray(cpu_cores, float)
-    if np.any(~(cores > 0)):
-        raise ValueError(f"cpu_cores must be positive, got {cpu_cores!r}")
-    over = busy_processes(tp, processes_besides_workers) - cores
+    """Excess step time per unit of oversubscription E x P / C (NaN where no process is beyond the cores)."""
+    over = oversubscription(tp, cpu_cores, processes_besides_workers)
     e = np.asarray(excess_s, float)
     with np.errstate(divide="ignore", invalid="ignore"):
         return np.where(over > 0, e / np.where(over > 0, over, 1.0), np.nan)

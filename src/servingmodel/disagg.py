@@ -307,14 +307,15 @@ def predict_disaggregated(model: ModelSpec, gpu: GpuSpec, isl: int, osl: int, la
     )
 
 
-def fit_reading(meas, predictor=None, names=("bandwidth_efficiency", "compute_efficiency", "step_overhead_s", "memory_reserve_gib"),
+def fit_reading(meas, predictor=None, names=("bandwidth_efficiency", "compute_efficiency", "allreduce_latency_s",
+                                              "memory_reserve_gib"),
                 start: ModelParams | None = None, features: Features = Features(),
                 latency_weight: float = 1.0) -> ModelParams:
     """Best parameters for one reading of the data (``predictor``), the others held at ``start``.
 
-    Least squares on log errors of output throughput and of the measured TTFT
-    and TPOT (weighted by ``latency_weight``; throughput alone cannot separate
-    prefill time from the per-request decode cost), each parameter within its
+    Least squares on log errors of output throughput and of the measured TPOT
+    (weighted by ``latency_weight``; throughput alone cannot separate prefill
+    time from the per-request decode cost), each parameter within its
     plausible range from ``data/parameters.csv``. Deterministic.
     Used in chapter 07 to give both readings of the dashed curves their best fit.
     """

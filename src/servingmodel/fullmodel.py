@@ -21,7 +21,6 @@ from .specs import GIB, GpuSpec, ModelSpec, Profile, constant, get_gpu, get_mode
 FITTED_PARAMETERS = (
     "bandwidth_efficiency",
     "compute_efficiency",
-    "step_overhead_s",
     "allreduce_latency_s",
     "memory_reserve_gib",
     "host_penalty_s",
@@ -30,7 +29,7 @@ FITTED_PARAMETERS = (
 
 @dataclass(frozen=True)
 class ModelParams:
-    """The model's parameters (the six fitted ones and the fixed link efficiency)."""
+    """The model's parameters: the five fitted ones (:data:`FITTED_PARAMETERS`) and the fixed ones."""
 
     bandwidth_efficiency: float
     compute_efficiency: float
@@ -158,9 +157,8 @@ def make_instance_arrays(model: ModelSpec, gpu: GpuSpec, tp, isl, osl, gpu_memor
     else:
         bmax = np.full(shape, np.inf)
     if features.deployment:
-        excess = np.maximum(deployment.busy_processes(tp, constant("processes_besides_workers"))
-                            - np.asarray(cpu_cores, float), 0.0)
-        host = params.host_penalty_s * excess * np.asarray(host_penalty, float)
+        over = deployment.oversubscription(tp, cpu_cores, constant("processes_besides_workers"))
+        host = params.host_penalty_s * over * np.asarray(host_penalty, float)
     else:
         host = np.zeros(shape)
     if not shape:
