@@ -393,3 +393,42 @@ def predict_measurements(df: pd.DataFrame, params: ModelParams, features: Featur
 
 PRED_COLUMNS = ["pred_output_tok_s", "pred_tok_s_per_gpu", "pred_tok_s_per_user", "pred_ttft_ms", "pred_tpot_ms",
                 "pred_max_batch"]
+
+
+CURVE_CONCURRENCIES = (1, 2, 4, 8, 16, 32, 48, 64, 96, 128, 192, 256)
+
+
+def model_curves(meas: pd.DataFrame, params: ModelParams, concurrencies=CURVE_CONCURRENCIES,
+                 features: Features = Features()) -> pd.DataFrame:
+    """The model's curve of every measured deployment over a grid of concurrencies.
+
+    Returns one row per (deployment, concurrency) with the deployment columns
+    and ``pred_*`` columns, ready to draw next to the measured points.
+    """
+    deps = meas.drop_duplicates("deployment")
+    grid = pd.concat([deps.assign(concurrency=int(c)) for c in concurrencies], ignore_index=True)
+    grid = grid.sort_values(["deployment", "concurrency"], kind="stable").reset_index(drop=True)
+    out = predict_measurements(grid, params, features)
+    out["num_gpus"] = grid["num_gpus"].to_numpy()
+    return out
+
+
+def decode_step_breakdown(model: ModelSpec, gpu: GpuSpec, tp: int, batch: float, isl: int, osl: int,
+                          profile: Profile, params: ModelParams) -> dict:
+    """The parts of one decode step of the full model, in seconds (chapter 09).
+
+    ``weights_s`` and ``kv_s`` (the HBM reads), ``overhead_s`` (fixed per step),
+    ``allreduce_s`` (the 2L all-reduces) and ``host_s`` (CPU starvation); their
+    sum is the step time whenever decode is memory-bound, as it is here.
+    """
+    ctx = kvcache.mean_context_tokens(isl, osl)
+    terms = roofline.decode_time_terms_s(model, gpu, tp, batch, ctx, bandwidth_efficiency=params.bandwidth_efficiency,
+                                         compute_efficiency=params.compute_efficiency,
+                                         step_overhead_s=params.step_overhead_s)
+    ar = comm.decode_comm_time_s(model, gpu, tp, batch, params.allreduce_latency_s, params.link_efficiency)
+    host = deployment.host_penalty_s(tp, profile, params.host_penalty_s, constant("processes_besides_workers"))
+    inst = make_instance(model, gpu, tp, isl, osl, profile, params, Features())
+    parts = {"weights_s": float(terms["weights_s"]), "kv_s": float(terms["kv_s"]),
+             "overhead_s": float(params.step_overhead_s), "allreduce_s": float(ar), "host_s": float(host)}
+    parts["step_s"] = float(inst.decode_step_s(batch))
+    return parts

@@ -174,3 +174,64 @@ def predicted_vs_measured(pred, meas, quantity: str = "tok_s_per_gpu"):
     ax1.legend(loc="upper left")
     fig.tight_layout()
     return fig
+
+
+def model_vs_measured_panels(meas, curves, x: str = "tok_s_per_user", y: str = "tok_s_per_gpu"):
+    """One panel per family: measured points (markers) and the model's curves (lines), same colours.
+
+    ``curves`` holds ``pred_<x>`` and ``pred_<y>`` per deployment and
+    concurrency (see :func:`servingmodel.fullmodel.model_curves`).
+    """
+    from .measurements import FAMILIES
+
+    fams = [f for f in FAMILIES if (meas["family"] == f).any()]
+    ncols = 2
+    nrows = (len(fams) + 1) // 2
+    fig, axes = new_figure(ncols=ncols, nrows=nrows, squeeze=False)
+    for ax, fam in zip(axes.ravel(), fams):
+        sub = meas[meas["family"] == fam]
+        for dep in dict.fromkeys(sub["deployment"]):
+            st = deployment_style(dep)
+            m = sub[sub["deployment"] == dep].sort_values("concurrency")
+            c = curves[curves["deployment"] == dep].sort_values("concurrency")
+            ax.plot(c["pred_" + x].to_numpy(float), c["pred_" + y].to_numpy(float), color=st["color"],
+                    linestyle=st["linestyle"], marker=None, label=f"{dep} model")
+            ax.plot(m[x].to_numpy(float), m[y].to_numpy(float), color=st["color"], linestyle="none",
+                    marker=st["marker"], label=f"{dep} measured")
+        ax.set_xlabel(X_PER_USER if x == "tok_s_per_user" else x)
+        ax.set_ylabel(Y_PER_GPU if y == "tok_s_per_gpu" else y)
+        ax.set_ylim(bottom=0)
+        ax.text(0.98, 0.95, fam, transform=ax.transAxes, ha="right", va="top", fontsize="small")
+    for ax in axes.ravel()[len(fams):]:
+        ax.set_visible(False)
+    fig.tight_layout()
+    return fig
+
+
+def ladder_figure(ladder, metric: str = "gpu"):
+    """Median and 90th-percentile error of every rung of the error ladder (log scale), over all points."""
+    rows = ladder[ladder["group"] == "all"]
+    fig, ax = new_figure()
+    xs = np.arange(len(rows))
+    ax.plot(xs, 100 * rows[f"{metric}_median"].to_numpy(float), marker="o", color="0.2", label="median")
+    ax.plot(xs, 100 * rows[f"{metric}_p90"].to_numpy(float), marker="s", color="0.55", linestyle="--",
+            label="90th percentile")
+    ax.set_xticks(xs)
+    ax.set_xticklabels(rows["rung"].tolist(), rotation=25, ha="right")
+    ax.set_yscale("log")
+    ax.set_ylabel("absolute relative error of throughput (%)")
+    ax.legend(loc="upper right")
+    fig.tight_layout()
+    return fig
+
+
+def stacked_bars(ax, labels, parts: dict, ylabel: str) -> None:
+    """Stacked bars: one bar per label, one segment per entry of ``parts`` (name -> values)."""
+    bottom = np.zeros(len(labels))
+    colors = sns.color_palette("colorblind", len(parts))
+    for (name, vals), col in zip(parts.items(), colors):
+        v = np.asarray(vals, float)
+        ax.bar(labels, v, bottom=bottom, label=name, color=col)
+        bottom = bottom + v
+    ax.set_ylabel(ylabel)
+    ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False)
