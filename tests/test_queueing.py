@@ -73,8 +73,10 @@ def test_queue_wait_per_request_is_one_over_the_completion_rate():
 
 
 def test_prefill_contention_is_md1_wait_and_capped():
-    # utilisation 0.5 -> wait = 0.5 / (2 x 0.5) x t_pf
-    assert queueing.prefill_contention_s(2, 1.0, 4.0) == pytest.approx(0.5)
+    # three other prompts, each 1 s, per 6 s of service: utilisation 0.5 -> wait = 0.5 / (2 x 0.5) x t_pf
+    assert queueing.prefill_contention_s(4, 1.0, 6.0) == pytest.approx(0.5)
+    # a lone request never waits for the prefill slot
+    assert queueing.prefill_contention_s(1, 1.0, 4.0) == 0.0
     # utilisation capped at 0.95
     assert queueing.prefill_contention_s(100, 1.0, 4.0) == pytest.approx(0.95 / 0.1)
 

@@ -235,3 +235,17 @@ def stacked_bars(ax, labels, parts: dict, ylabel: str) -> None:
         bottom = bottom + v
     ax.set_ylabel(ylabel)
     ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False)
+
+
+def grouped_bars(ax, labels, series: dict, ylabel: str) -> None:
+    """Side-by-side bars: one group per label, one bar per entry of ``series`` (name -> values)."""
+    n = len(series)
+    width = 0.8 / n
+    xs = np.arange(len(labels))
+    colors = sns.color_palette("colorblind", n)
+    for i, ((name, vals), col) in enumerate(zip(series.items(), colors)):
+        ax.bar(xs + (i - (n - 1) / 2) * width, np.asarray(vals, float), width, label=name, color=col)
+    ax.set_xticks(xs)
+    ax.set_xticklabels(labels)
+    ax.set_ylabel(ylabel)
+    ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False)

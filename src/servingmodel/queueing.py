@@ -57,8 +57,12 @@ def littles_law_population(rate_req_s, time_in_system_s):
 
 
 def prefill_contention_s(batch, prefill_s, service_s):
-    """Mean wait of a new prompt for the prefill slot (M/D/1 with utilisation B t_pf / service)."""
-    rho = np.minimum(np.asarray(batch, float) * np.asarray(prefill_s, float) / np.asarray(service_s, float), 0.95)
+    """Mean wait of a new prompt for the prefill slot, behind the other B - 1 requests' prompts.
+
+    M/D/1 with utilisation (B - 1) t_pf / service: a lone request never waits.
+    """
+    others = np.maximum(np.asarray(batch, float) - 1.0, 0.0)
+    rho = np.minimum(others * np.asarray(prefill_s, float) / np.asarray(service_s, float), 0.95)
     return rho / (2.0 * (1.0 - rho)) * np.asarray(prefill_s, float)
 
 

@@ -1,0 +1,147 @@
+"""Calibration, the error ladder and the answers' numbers (chapters 08 and 09)."""
+
+import dataclasses
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from servingmodel import answers, calibrate, fullmodel, ladder
+from servingmodel.measurements import load_measurements
+from servingmodel.specs import SpecError, get_gpu, get_model, get_profile, parameter_facts
+
+
+@pytest.fixture(scope="module")
+def meas():
+    return load_measurements()
+
+
+@pytest.fixture(scope="module")
+def fitted(meas):
+    return calibrate.fit(meas)
+
+
+def test_stored_calibration_is_the_current_fit(fitted):
+    stored = calibrate.calibrated_params()
+    for name in fullmodel.FITTED_PARAMETERS:
+        assert getattr(stored, name) == pytest.approx(getattr(fitted.params, name), rel=1e-4), name
+
+
+def test_no_fitted_parameter_at_a_bound_and_all_inside_ranges(fitted):
+    facts = parameter_facts()
+    assert fitted.success
+    assert fitted.at_bound == ()
+    for name in fullmodel.FITTED_PARAMETERS:
+        v = getattr(fitted.params, name)
+        assert facts[name].low < v < facts[name].high
+        assert 0 < fitted.stderr[name] < (facts[name].high - facts[name].low)
+
+
+def test_fit_recovers_known_parameters_from_synthetic_data(meas):
+    truth = fullmodel.ModelParams.nominal().with_fitted([0.85, 0.6, 15e-6, 4.5, 0.002])
+    synth = fullmodel.predict_measurements(meas, truth)
+    fake = meas.copy()
+    fake["output_tok_s"] = synth["pred_output_tok_s"].to_numpy()
+    has = fake["mean_tpot_ms"].notna()
+    fake.loc[has, "mean_tpot_ms"] = synth.loc[has, "pred_tpot_ms"]
+    got = calibrate.fit(fake).params
+    for name in fullmodel.FITTED_PARAMETERS:
+        assert getattr(got, name) == pytest.approx(getattr(truth, name), rel=0.02), name
+
+
+def test_residuals_count_points_and_latencies(meas, fitted):
+    pred = fullmodel.predict_measurements(meas, fitted.params)
+    r = calibrate.residuals(pred, meas)
+    assert r.size == len(meas) + int(meas["mean_tpot_ms"].notna().sum())
+    r2 = calibrate.residuals(pred, meas, ttft_weight=1.0)
+    assert r2.size == r.size + int(meas["mean_ttft_ms"].notna().sum())
+
+
+def test_calibrated_params_reports_a_missing_file(tmp_path):
+    with pytest.raises(SpecError, match="make calibrate"):
+        calibrate.calibrated_params(tmp_path / "none.csv")
+
+
+def test_calibrated_params_reports_a_missing_parameter(tmp_path):
+    path = tmp_path / "cal.csv"
+    pd.DataFrame({"parameter": ["bandwidth_efficiency"], "fitted": [0.9]}).to_csv(path, index=False)
+    with pytest.raises(SpecError, match="missing calibrated parameter"):
+        calibrate.calibrated_params(path)
+
+
+def test_cross_validation_has_one_row_per_family(meas):
+    cv = calibrate.cross_validate(meas)
+    assert list(cv["held_out"]) == list(dict.fromkeys(meas["family"]))
+    assert (cv["median_abs_rel_err"] > 0).all() and (cv["p90_abs_rel_err"] >= cv["median_abs_rel_err"]).all()
+
+
+def test_ladder_rungs_in_order_and_calibration_best(meas, fitted):
+    lad = ladder.error_ladder(meas, fitted.params)
+    rungs = list(dict.fromkeys(lad["rung"]))
+    assert rungs[0] == ladder.CRUDE and rungs[-1] == ladder.CALIBRATED
+    assert len(rungs) == 2 + len(fullmodel.LADDER_FEATURES)
+    overall = lad[lad["group"] == "all"].set_index("rung")
+    assert overall["gpu_median"].idxmin() == ladder.CALIBRATED
+    assert np.isnan(overall.loc[ladder.CRUDE, "ttft_median"])
+
+
+def test_model_curves_cover_every_deployment(meas, fitted):
+    curves = fullmodel.model_curves(meas, fitted.params)
+    assert set(curves["deployment"]) == set(meas["deployment"])
+    assert len(curves) == meas["deployment"].nunique() * len(fullmodel.CURVE_CONCURRENCIES)
+    for _, g in curves.groupby("deployment"):
+        g = g.sort_values("concurrency")
+        assert np.all(np.diff(g["pred_tok_s_per_user"].to_numpy()) <= 1e-9)
+
+
+def test_decode_step_breakdown_adds_up(fitted):
+    model, gpu = get_model("Llama-3.1-70B"), get_gpu("H100-SXM")
+    for tp in (2, 4, 8):
+        parts = fullmodel.decode_step_breakdown(model, gpu, tp, 1, 10000, 1000, get_profile("llm-d-standalone"),
+                                                fitted.params)
+        total = sum(v for k, v in parts.items() if k != "step_s")
+        assert parts["step_s"] == pytest.approx(total, rel=1e-9)
+    assert parts["host_s"] > 0
+    ms = fullmodel.decode_step_breakdown(model, gpu, 8, 1, 10000, 1000, get_profile("llm-d-modelservice"),
+                                         fitted.params)
+    assert ms["host_s"] == 0
+
+
+def test_ceilings_and_host_penalty_removal(meas, fitted):
+    c = answers.ceilings(meas, fitted.params).set_index("tp")
+    assert (c["model_without_host_penalty"] >= c["model"] - 1e-9).all()
+    assert c.loc[2, "model_without_host_penalty"] == pytest.approx(c.loc[2, "model"])  # TP2 fits the 4 cores
+    assert c.loc[2, "max_batch"] < 3 < c.loc[4, "max_batch"] < c.loc[8, "max_batch"]
+
+
+def test_concurrency_one_matches_per_user_definition(meas, fitted):
+    one = answers.concurrency_one(meas, fitted.params)
+    osl = 1000
+    per_user = osl / (one["predicted_ttft_ms"] / 1e3 + (osl - 1) * one["predicted_tpot_ms"] / 1e3)
+    np.testing.assert_allclose(per_user, one["predicted_tok_s_per_user"], rtol=1e-6)
+
+
+def test_dashed_readings_prefer_aggregated(meas, fitted):
+    r = answers.dashed_readings(meas, fitted.params).set_index("reading")
+    assert r.iloc[0]["median"] < r.iloc[1]["median"]
+
+
+def test_routing_cost_is_a_loss_and_vanishes_at_concurrency_one(meas, fitted):
+    r = answers.routing_cost(meas, fitted.params)
+    assert (r["loss"] >= -1e-9).all()
+    assert np.allclose(r.loc[r["concurrency"] == 1, "loss"], 0.0)
+
+
+def test_prefill_share_and_allreduce_grow_with_tp(meas, fitted):
+    s = answers.prefill_share_at_ceiling(meas, fitted.params).set_index("tp")
+    assert s.loc[2, "prefill_share"] < s.loc[4, "prefill_share"] < s.loc[8, "prefill_share"]
+    ar = answers.decode_allreduce_ms(meas, fitted.params)
+    assert ar[2] < ar[4] < ar[8]
+
+
+def test_non_physical_parameters_are_refused():
+    nominal = fullmodel.ModelParams.nominal()
+    with pytest.raises(ValueError, match="bandwidth_efficiency must be in"):
+        dataclasses.replace(nominal, bandwidth_efficiency=1.2)
+    with pytest.raises(ValueError, match="host_penalty_s must be non-negative"):
+        dataclasses.replace(nominal, host_penalty_s=-1.0)
