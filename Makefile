@@ -9,6 +9,7 @@
 #                 way committed outputs should change); NB=book/02_x.ipynb
 #                 restricts it to one chapter
 #   make bench    time `make book` and `make test` on a warm environment
+#   make calibrate  refit the model, rewrite data/calibrated_parameters.csv
 #   make lock     regenerate requirements.txt from TOP_DEPS
 #   make clean    remove build output (keeps .venv); `make distclean` too
 
@@ -80,6 +81,11 @@ check-notebooks: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python tools/bench.py
+
+# Refit the model to the measurements and store the result in
+# data/calibrated_parameters.csv (tests fail if the stored fit is stale).
+calibrate: $(STAMP)
+	$(BIN)/python -m servingmodel.calibrate
 
 lock:
 	rm -rf _build/lockvenv
