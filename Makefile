@@ -33,7 +33,7 @@ TOP_DEPS := jupyter-book==1.0.4.post1 numpy pandas scipy seaborn matplotlib \
 CHAPTERS := $(sort $(wildcard book/[0-9][0-9]_*.ipynb))
 NB ?= $(CHAPTERS)
 
-.PHONY: venv book browser test execute normalize check-notebooks bench lock clean distclean
+.PHONY: venv book browser test execute normalize check-notebooks bench calibrate lock clean distclean
 
 venv: $(STAMP)
 
