@@ -285,6 +285,10 @@ def predict_disaggregated(model: ModelSpec, gpu: GpuSpec, isl: int, osl: int, la
         raise kvcache.InsufficientMemoryError(
             f"{model.name} at TP{layout.d_tp} on {gpu.name} ({profile.name}) cannot hold one request of "
             f"{isl + osl} tokens in a decode instance")
+    if features.kv_limit and not float(p_inst.max_batch) * kvcache.mean_context_tokens(isl, osl) >= isl:
+        raise kvcache.InsufficientMemoryError(
+            f"{model.name} at TP{layout.p_tp} on {gpu.name} ({profile.name}) cannot hold one prompt of "
+            f"{isl} tokens in a prefill instance")
     t_x = float(kv_transfer_time_s(model, isl, bw, kv_dtype))
     links = min(layout.p_replicas, layout.d_replicas)
     t_pf = float(p_inst.prefill_s)

@@ -153,7 +153,8 @@ def make_instance_arrays(model: ModelSpec, gpu: GpuSpec, tp, isl, osl, gpu_memor
         budget_bytes = gpu.memory_bytes * util - roofline.weight_bytes_per_gpu(model, tp, weight_dtype) \
             - params.memory_reserve_gib * GIB
         cap = np.maximum(budget_bytes, 0.0) / roofline.kv_bytes_per_token_per_gpu(model, tp, kv_dtype)
-        bmax = np.broadcast_to(kvcache.max_batch(cap, isl, osl), shape).astype(float)
+        bmax = np.broadcast_to(np.minimum(kvcache.max_batch(cap, isl, osl), constant("max_num_seqs")),
+                               shape).astype(float)
     else:
         bmax = np.full(shape, np.inf)
     if features.deployment:
@@ -288,7 +289,7 @@ def predict_arrays(model: ModelSpec, gpu: GpuSpec, params: ModelParams, features
         ttft += w * tt
         tpot += w * ss["tpot_s"]
         wsum += w
-        bmin = np.where(active, np.minimum(bmin, safe.max_batch), bmin)
+        bmin = np.where(active, np.minimum(bmin, np.where(ok, safe.max_batch, np.nan)), bmin)
         if first is None:
             first = safe
     if features.deployment:
