@@ -18,7 +18,8 @@ from pathlib import Path
 from urllib.parse import unquote, urlsplit
 
 import pytest
-import yaml
+
+from booktoc import toc_docs
 
 ROOT = Path(__file__).resolve().parents[1]
 HTML = ROOT / "_build" / "html"
@@ -33,31 +34,6 @@ SHADOWS_PNG = (
 )
 REMOVE_CELL = {"remove-cell", "remove_cell"}
 REMOVE_OUTPUT = {"remove-output", "remove_output"}
-
-
-def toc_files(toc_path: Path = ROOT / "_toc.yml") -> list[str]:
-    """Every document of the toc, in order: root, then each `file` (and glob)."""
-    toc = yaml.safe_load(toc_path.read_text(encoding="utf-8"))
-    files = [toc["root"]]
-
-    def walk(node):
-        if isinstance(node, dict):
-            if "file" in node:
-                files.append(node["file"])
-            if "glob" in node:
-                files.extend(
-                    str(p.relative_to(ROOT).with_suffix(""))
-                    for p in sorted(ROOT.glob(node["glob"]))
-                    if p.suffix in (".ipynb", ".md")
-                )
-            for value in node.values():
-                walk(value)
-        elif isinstance(node, list):
-            for item in node:
-                walk(item)
-
-    walk({k: v for k, v in toc.items() if k != "root"})
-    return [str(Path(f).with_suffix("")) if Path(f).suffix in (".ipynb", ".md") else f for f in files]
 
 
 def source_of(doc: str) -> Path:
@@ -126,18 +102,11 @@ def img_files(page: Path) -> dict[str, Path]:
     return files
 
 
-DOCS = toc_files()
+DOCS = toc_docs()
 # Text pages (.md) have no stored outputs; every other document is a notebook
 # (or missing, which test_chapter_page_exists reports).
 NOTEBOOK_DOCS = [d for d in DOCS if not (ROOT / f"{d}.md").exists()]
 
-
-@pytest.fixture(scope="session")
-def html_dir() -> Path:
-    if not (HTML / "index.html").is_file():
-        pytest.fail(f"{HTML / 'index.html'} does not exist: run `make book` first "
-                    "(`make test` does it for you)")
-    return HTML
 
 
 def test_toc_lists_chapters():

@@ -47,7 +47,8 @@ from pathlib import Path
 from urllib.parse import unquote, urljoin, urlsplit
 
 import pytest
-import yaml
+
+from booktoc import toc_docs
 
 ROOT = Path(__file__).resolve().parents[1]
 HTML = ROOT / "_build" / "html"
@@ -120,26 +121,6 @@ PAGE_REPORT_JS = r"""
 
 # --- which pages --------------------------------------------------------------
 
-def toc_docs(toc_path: Path = ROOT / "_toc.yml") -> list[str]:
-    """Documents of the toc in reading order (root first), without suffix."""
-    toc = yaml.safe_load(toc_path.read_text(encoding="utf-8"))
-    docs = [toc["root"]]
-
-    def walk(node):
-        if isinstance(node, dict):
-            if "file" in node:
-                docs.append(node["file"])
-            for key, value in node.items():
-                if key != "file":
-                    walk(value)
-        elif isinstance(node, list):
-            for item in node:
-                walk(item)
-
-    walk({k: v for k, v in toc.items() if k != "root"})
-    return [re.sub(r"\.(ipynb|md)$", "", d) for d in docs]
-
-
 DOCS = toc_docs()
 
 
@@ -194,13 +175,6 @@ def is_remote(url: str) -> bool:
 
 CSS_URL = re.compile(r"""(?:url\(\s*['"]?|@import\s+['"])([^'")\s]+)""")
 
-
-@pytest.fixture(scope="module")
-def html_dir() -> Path:
-    if not (HTML / "index.html").is_file():
-        pytest.fail(f"{HTML / 'index.html'} does not exist: run `make book` first "
-                    "(`make test` does it for you)")
-    return HTML
 
 
 def test_built_html_fetches_nothing_from_other_hosts(html_dir):

@@ -30,6 +30,16 @@ class UnknownNameError(SpecError):
     """A model, GPU or profile name that is not in the registry."""
 
 
+def _check_positive_fields(spec, what: str) -> None:
+    """Every field but ``name`` must be a finite positive number."""
+    for f in dataclasses.fields(spec):
+        if f.name == "name":
+            continue
+        v = getattr(spec, f.name)
+        if not (isinstance(v, (int, float)) and math.isfinite(v) and v > 0):
+            raise SpecError(f"{what} {spec.name}: {f.name} must be a positive number, got {v!r}")
+
+
 @dataclass(frozen=True)
 class GpuSpec:
     """One accelerator: memory, bandwidth, dense throughput and interconnect."""
@@ -42,12 +52,7 @@ class GpuSpec:
     link_bytes_s: float  # per direction, per GPU
 
     def __post_init__(self):
-        for f in dataclasses.fields(self):
-            if f.name == "name":
-                continue
-            v = getattr(self, f.name)
-            if not (isinstance(v, (int, float)) and math.isfinite(v) and v > 0):
-                raise SpecError(f"GPU {self.name}: {f.name} must be a positive number, got {v!r}")
+        _check_positive_fields(self, "GPU")
 
     def flops(self, dtype: str) -> float:
         """Dense tensor throughput for the given compute dtype."""
@@ -71,12 +76,7 @@ class ModelSpec:
     max_context: int
 
     def __post_init__(self):
-        for f in dataclasses.fields(self):
-            if f.name == "name":
-                continue
-            v = getattr(self, f.name)
-            if not (isinstance(v, (int, float)) and math.isfinite(v) and v > 0):
-                raise SpecError(f"model {self.name}: {f.name} must be a positive number, got {v!r}")
+        _check_positive_fields(self, "model")
         if self.num_heads % self.num_kv_heads:
             raise SpecError(f"model {self.name}: num_heads must be a multiple of num_kv_heads")
 
