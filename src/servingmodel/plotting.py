@@ -176,6 +176,11 @@ def predicted_vs_measured(pred, meas, quantity: str = "tok_s_per_gpu"):
     return fig
 
 
+def panel_label(ax, text: str) -> None:
+    """Name a panel of a multi-panel figure inside its axes (the house style has no titles)."""
+    ax.text(0.98, 0.95, text, transform=ax.transAxes, ha="right", va="top", fontsize="small")
+
+
 def model_vs_measured_panels(meas, curves, x: str = "tok_s_per_user", y: str = "tok_s_per_gpu"):
     """One panel per family: measured points (markers) and the model's curves (lines), same colours.
 
@@ -201,7 +206,7 @@ def model_vs_measured_panels(meas, curves, x: str = "tok_s_per_user", y: str = "
         ax.set_xlabel(X_PER_USER if x == "tok_s_per_user" else x)
         ax.set_ylabel(Y_PER_GPU if y == "tok_s_per_gpu" else y)
         ax.set_ylim(bottom=0)
-        ax.text(0.98, 0.95, fam, transform=ax.transAxes, ha="right", va="top", fontsize="small")
+        panel_label(ax, fam)
     for ax in axes.ravel()[len(fams):]:
         ax.set_visible(False)
     fig.tight_layout()
