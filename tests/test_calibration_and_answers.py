@@ -145,3 +145,12 @@ def test_non_physical_parameters_are_refused():
         dataclasses.replace(nominal, bandwidth_efficiency=1.2)
     with pytest.raises(ValueError, match="host_penalty_s must be non-negative"):
         dataclasses.replace(nominal, host_penalty_s=-1.0)
+
+
+def test_host_penalty_per_step_follows_the_oversubscription_law(fitted):
+    ms = answers.host_penalty_ms(fitted.params)
+    assert ms[2] == 0.0  # TP2: four busy processes on four cores
+    # E x P / C on 4 cores: TP4 -> 2 x 6 / 4 = 3 units, TP8 -> 6 x 10 / 4 = 15 units
+    assert ms[4] == pytest.approx(3e3 * fitted.params.host_penalty_s)
+    assert ms[8] == pytest.approx(15e3 * fitted.params.host_penalty_s)
+    assert answers.host_penalty_ms(fitted.params, profile="llm-d-modelservice") == {2: 0.0, 4: 0.0, 8: 0.0}

@@ -119,3 +119,17 @@ def test_per_user_from_latencies_matches_the_benchmark_at_concurrency_one():
 def test_per_user_from_latencies_rejects_bad_inputs(osl, ttft, tpot):
     with pytest.raises(ValueError):
         ev.per_user_from_latencies(osl, ttft, tpot)
+
+
+def test_median_errors_by_deployment_by_hand():
+    import pandas as pd
+
+    from servingmodel.evaluate import median_errors_by_deployment
+
+    meas = pd.DataFrame({"deployment": ["a", "a", "b"], "tok_s_per_gpu": [10.0, 20.0, 40.0]})
+    pred = pd.DataFrame({"pred_tok_s_per_gpu": [11.0, 20.0, 30.0]})
+    t = median_errors_by_deployment({"m": pred}, meas)
+    assert list(t.index) == ["a", "b", "all (median)", "all (p90)"]
+    assert t.loc["a", "m"] == pytest.approx(0.05)
+    assert t.loc["b", "m"] == pytest.approx(0.25)
+    assert t.loc["all (median)", "m"] == pytest.approx(0.1)

@@ -74,3 +74,17 @@ def test_family_markers_differ():
 def test_unknown_deployment_label():
     with pytest.raises(ValueError):
         plotting.family_of("TP16 x 1")
+
+
+def test_tradeoff_panels_one_labelled_panel_per_frame(capsys):
+    import pandas as pd
+
+    from servingmodel import plotting
+
+    f = pd.DataFrame({"deployment": ["TP4 x 1"] * 2, "concurrency": [1, 8], "tok_s_per_user": [40.0, 30.0],
+                      "tok_s_per_gpu": [10.0, 60.0]})
+    fig = plotting.tradeoff_panels([f, f.assign(tok_s_per_gpu=[20.0, 90.0])], ["H100", "H200"])
+    assert len(fig.axes) == 2
+    assert [t.get_text() for ax in fig.axes for t in ax.texts] == ["H100", "H200"]
+    plotting.figure_summary(fig)
+    assert "(30,90)" in capsys.readouterr().out

@@ -112,6 +112,16 @@ def decode_allreduce_ms(meas: pd.DataFrame, params: ModelParams, tps=(2, 4, 8)) 
     return {tp: decode_step_breakdown(model, gpu, tp, 1, isl, osl, prof, params)["allreduce_s"] * 1e3 for tp in tps}
 
 
+def host_penalty_ms(params: ModelParams, tps=(2, 4, 8), profile: str = STANDALONE) -> dict:
+    """CPU-starvation time per decode step (ms) per TP size on the given pods (hypothesis H5)."""
+    from . import deployment
+    from .specs import constant
+
+    prof = get_profile(profile)
+    return {tp: 1e3 * float(deployment.host_penalty_s(tp, prof, params.host_penalty_s,
+                                                       constant("processes_besides_workers"))) for tp in tps}
+
+
 def relative(a, b) -> float:
     """a / b - 1 as a float."""
     return float(np.asarray(a, float) / np.asarray(b, float) - 1.0)

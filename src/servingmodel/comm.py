@@ -13,9 +13,9 @@ from __future__ import annotations
 import numpy as np
 
 from .roofline import _check_eff, weight_bytes_per_gpu
-from .specs import GpuSpec, ModelSpec
+from .specs import GpuSpec, ModelSpec, dtype_bytes
 
-ACTIVATION_BYTES = 2.0  # activations are all-reduced in bf16
+ACTIVATION_BYTES = dtype_bytes("bf16")  # activations are all-reduced in bf16
 
 
 def latency_rounds(tp):

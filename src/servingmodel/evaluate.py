@@ -120,3 +120,19 @@ def per_user_from_latencies(osl, ttft_s, tpot_s):
     if np.any(osl < 1) or np.any(ttft < 0) or np.any(tpot <= 0):
         raise ValueError("need osl >= 1, ttft >= 0 and tpot > 0")
     return osl / (ttft + (osl - 1) * tpot)
+
+
+def median_errors_by_deployment(preds: dict, meas: pd.DataFrame, quantity: str = "tok_s_per_gpu") -> pd.DataFrame:
+    """Median absolute relative error per deployment for several predictions (one column each).
+
+    ``preds`` maps a name to a prediction frame aligned with ``meas``; two
+    extra rows give the median and the 90th percentile over all points.
+    """
+    out = {}
+    for name, p in preds.items():
+        rel = pd.Series(np.abs(relative_errors(p[PREFIX + quantity], meas[quantity])), index=meas.index)
+        col = rel.groupby(meas["deployment"], sort=False).median()
+        col["all (median)"] = rel.median()
+        col["all (p90)"] = rel.quantile(P_HIGH / 100)
+        out[name] = col
+    return pd.DataFrame(out)

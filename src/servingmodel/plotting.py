@@ -254,3 +254,24 @@ def grouped_bars(ax, labels, series: dict, ylabel: str) -> None:
     ax.set_xticklabels(labels)
     ax.set_ylabel(ylabel)
     ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False)
+
+
+def tradeoff_panels(frames, titles):
+    """One throughput trade-off panel per frame (shared axes, log per-user axis) and one legend for all."""
+    fig, axes = new_figure(ncols=len(frames), sharex=True, sharey=True)
+    axes = np.atleast_1d(axes)
+    for ax, f, title in zip(axes, frames, titles):
+        plot_curves(ax, f, "tok_s_per_user", "tok_s_per_gpu", label_points=False)
+        tradeoff_axes(ax, log_x=True)
+        panel_label(ax, title)
+        if ax is not axes[0]:
+            ax.set_ylabel("")
+    axes[0].set_ylim(0, 1.05 * max(f["tok_s_per_gpu"].max() for f in frames))
+    handles = {}
+    for ax in axes:
+        for h, lab in zip(*ax.get_legend_handles_labels()):
+            handles.setdefault(lab, h)
+    order = sorted(handles, key=lambda lab: int(lab.split(" x ")[0][2:]))
+    axes[-1].legend([handles[lab] for lab in order], order, loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False)
+    fig.tight_layout()
+    return fig
