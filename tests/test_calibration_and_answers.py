@@ -38,12 +38,13 @@ def test_no_fitted_parameter_at_a_bound_and_all_inside_ranges(fitted):
 
 
 def test_fit_recovers_known_parameters_from_synthetic_data(meas):
-    truth = fullmodel.ModelParams.nominal().with_fitted([0.85, 0.6, 15e-6, 4.5, 0.002])
+    truth = fullmodel.ModelParams.nominal().with_fitted([0.85, 0.7, 0.6, 15e-6, 4.5, 0.002])
     synth = fullmodel.predict_measurements(meas, truth)
     fake = meas.copy()
     fake["output_tok_s"] = synth["pred_output_tok_s"].to_numpy()
-    has = fake["mean_tpot_ms"].notna()
-    fake.loc[has, "mean_tpot_ms"] = synth.loc[has, "pred_tpot_ms"]
+    for col in ("tpot", "ttft"):
+        has = fake[f"mean_{col}_ms"].notna()
+        fake.loc[has, f"mean_{col}_ms"] = synth.loc[has, f"pred_{col}_ms"]
     got = calibrate.fit(fake).params
     for name in fullmodel.FITTED_PARAMETERS:
         assert getattr(got, name) == pytest.approx(getattr(truth, name), rel=0.02), name
@@ -51,10 +52,12 @@ def test_fit_recovers_known_parameters_from_synthetic_data(meas):
 
 def test_residuals_count_points_and_latencies(meas, fitted):
     pred = fullmodel.predict_measurements(meas, fitted.params)
+    lone = int((meas["mean_ttft_ms"].notna() & (meas["concurrency"] == 1)).sum())
+    assert lone == 3  # TP4 x 1 and two llm-d deployments published a TTFT at concurrency 1
     r = calibrate.residuals(pred, meas)
-    assert r.size == len(meas) + int(meas["mean_tpot_ms"].notna().sum())
-    r2 = calibrate.residuals(pred, meas, ttft_weight=1.0)
-    assert r2.size == r.size + int(meas["mean_ttft_ms"].notna().sum())
+    assert r.size == len(meas) + int(meas["mean_tpot_ms"].notna().sum()) + lone
+    r0 = calibrate.residuals(pred, meas, ttft_weight=0.0)
+    assert r0.size == r.size - lone
 
 
 def test_calibrated_params_reports_a_missing_file(tmp_path):

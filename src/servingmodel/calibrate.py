@@ -3,9 +3,12 @@
 Least squares on log errors of throughput (per-GPU and per-user throughput
 share the same log error, since both are output throughput over a fixed
 count), plus the log errors of the measured TPOT values, which pin down the
-decode step. The measured TTFTs are not fitted: the model's TTFT misses the
-synchronised arrival waves of the closed-loop benchmark (chapter 08), and they
-are kept as an out-of-sample check. Bounds are the plausible ranges of
+decode step, and of the TTFTs measured at concurrency 1, where the first
+token waits for one lone prefill and nothing else. Under load the prefill
+cost and the KV-read cost both grow with the batch in the same way, so
+loaded points alone cannot tell them apart; the lone prefills can (chapter 09).
+The TTFTs under load are not fitted: they are the out-of-sample check of the
+step-level replay (chapter 08). Bounds are the plausible ranges of
 ``data/parameters.csv``; the fit reports whether any parameter ended at a
 bound, and an uncertainty for each from the Jacobian.
 """
@@ -23,7 +26,7 @@ from .fullmodel import FITTED_PARAMETERS, Features, ModelParams, predict_measure
 from .specs import parameter_facts
 
 LATENCY_WEIGHT = 1.0  # weight of a TPOT residual relative to a throughput residual
-TTFT_WEIGHT = 0.0  # measured TTFTs are an out-of-sample check, not fitted
+TTFT_WEIGHT = 1.0  # weight of a lone-prefill TTFT residual (concurrency 1); loaded TTFTs are never fitted
 BOUND_TOLERANCE = 1e-3  # a parameter within this fraction of its range from a bound counts as "at the bound"
 
 
@@ -47,11 +50,13 @@ def parameter_bounds() -> tuple[np.ndarray, np.ndarray]:
 
 def residuals(pred: pd.DataFrame, meas: pd.DataFrame, latency_weight: float = LATENCY_WEIGHT,
               ttft_weight: float = TTFT_WEIGHT) -> np.ndarray:
-    """Log residuals: one per throughput point, plus one per measured TPOT (and TTFT, if weighted) value."""
+    """Log residuals: one per throughput point, one per measured TPOT, one per TTFT measured at concurrency 1."""
     r = [np.log(pred["pred_output_tok_s"].to_numpy(float) / meas["output_tok_s"].to_numpy(float))]
-    for p, m, w in (("pred_tpot_ms", "mean_tpot_ms", latency_weight), ("pred_ttft_ms", "mean_ttft_ms", ttft_weight)):
+    lone = (meas["concurrency"] == 1).to_numpy()
+    for p, m, w, only in (("pred_tpot_ms", "mean_tpot_ms", latency_weight, None),
+                          ("pred_ttft_ms", "mean_ttft_ms", ttft_weight, lone)):
         if w > 0:
-            has = meas[m].notna().to_numpy()
+            has = meas[m].notna().to_numpy() if only is None else meas[m].notna().to_numpy() & only
             r.append(w * np.log(pred[p].to_numpy(float)[has] / meas[m].to_numpy(float)[has]))
     out = np.concatenate(r)
     return np.where(np.isfinite(out), out, 10.0)  # a point the model cannot serve counts as a large miss

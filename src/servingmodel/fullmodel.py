@@ -20,6 +20,7 @@ from .specs import GIB, GpuSpec, ModelSpec, Profile, constant, get_gpu, get_mode
 
 FITTED_PARAMETERS = (
     "bandwidth_efficiency",
+    "kv_bandwidth_efficiency",
     "compute_efficiency",
     "allreduce_latency_s",
     "memory_reserve_gib",
@@ -29,9 +30,10 @@ FITTED_PARAMETERS = (
 
 @dataclass(frozen=True)
 class ModelParams:
-    """The model's parameters: the five fitted ones (:data:`FITTED_PARAMETERS`) and the fixed ones."""
+    """The model's parameters: the six fitted ones (:data:`FITTED_PARAMETERS`) and the fixed ones."""
 
     bandwidth_efficiency: float
+    kv_bandwidth_efficiency: float
     compute_efficiency: float
     step_overhead_s: float
     allreduce_latency_s: float
@@ -40,7 +42,7 @@ class ModelParams:
     link_efficiency: float
 
     def __post_init__(self):
-        for name in ("bandwidth_efficiency", "compute_efficiency", "link_efficiency"):
+        for name in ("bandwidth_efficiency", "kv_bandwidth_efficiency", "compute_efficiency", "link_efficiency"):
             v = getattr(self, name)
             if not (np.isfinite(v) and 0 < v <= 1):
                 raise ValueError(f"{name} must be in (0, 1], got {v!r}")
@@ -105,6 +107,7 @@ class Instance:
         t = roofline.decode_step_time_s(
             self.model, self.gpu, self.tp, batch, ctx,
             bandwidth_efficiency=self.params.bandwidth_efficiency,
+            kv_bandwidth_efficiency=self.params.kv_bandwidth_efficiency,
             compute_efficiency=self.params.compute_efficiency,
             step_overhead_s=self.params.step_overhead_s,
             weight_dtype=self.weight_dtype, kv_dtype=self.kv_dtype,
@@ -424,6 +427,7 @@ def decode_step_breakdown(model: ModelSpec, gpu: GpuSpec, tp: int, batch: float,
     """
     ctx = kvcache.mean_context_tokens(isl, osl)
     terms = roofline.decode_time_terms_s(model, gpu, tp, batch, ctx, bandwidth_efficiency=params.bandwidth_efficiency,
+                                         kv_bandwidth_efficiency=params.kv_bandwidth_efficiency,
                                          compute_efficiency=params.compute_efficiency,
                                          step_overhead_s=params.step_overhead_s)
     ar = comm.decode_comm_time_s(model, gpu, tp, batch, params.allreduce_latency_s, params.link_efficiency)

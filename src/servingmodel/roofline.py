@@ -47,15 +47,23 @@ def linear_flops_per_token(model: ModelSpec):
 
 
 def decode_memory_time_s(model: ModelSpec, gpu: GpuSpec, tp, batch, context_tokens, bandwidth_efficiency: float,
-                         weight_dtype: str = "bf16", kv_dtype: str = "bf16"):
-    """Time to read the weight shard and the batch's KV cache from HBM."""
+                         weight_dtype: str = "bf16", kv_dtype: str = "bf16", kv_bandwidth_efficiency: float | None = None):
+    """Time to read the weight shard and the batch's KV cache from HBM.
+
+    The weights stream through the matrix multiplications at
+    ``bandwidth_efficiency`` of peak; the KV cache is read by the attention
+    kernel, at ``kv_bandwidth_efficiency`` (the same unless given; chapter 08
+    separates the two).
+    """
     _check_eff("bandwidth_efficiency", bandwidth_efficiency)
+    kv_eff = bandwidth_efficiency if kv_bandwidth_efficiency is None else kv_bandwidth_efficiency
+    _check_eff("kv_bandwidth_efficiency", kv_eff)
     b = np.asarray(batch, float)
     if np.any(b < 0):
         raise ValueError("batch must be non-negative")
-    bytes_read = weight_bytes_per_gpu(model, tp, weight_dtype) + b * np.asarray(context_tokens, float) * \
-        kv_bytes_per_token_per_gpu(model, tp, kv_dtype)
-    return bytes_read / (gpu.hbm_bandwidth_bytes_s * bandwidth_efficiency)
+    kv_bytes = b * np.asarray(context_tokens, float) * kv_bytes_per_token_per_gpu(model, tp, kv_dtype)
+    return (weight_bytes_per_gpu(model, tp, weight_dtype) / bandwidth_efficiency + kv_bytes / kv_eff) \
+        / gpu.hbm_bandwidth_bytes_s
 
 
 def decode_compute_time_s(model: ModelSpec, gpu: GpuSpec, tp, batch, context_tokens, compute_efficiency: float,
@@ -70,14 +78,15 @@ def decode_compute_time_s(model: ModelSpec, gpu: GpuSpec, tp, batch, context_tok
 
 def decode_step_time_s(model: ModelSpec, gpu: GpuSpec, tp, batch, context_tokens, *, bandwidth_efficiency: float,
                        compute_efficiency: float, step_overhead_s: float = 0.0, weight_dtype: str = "bf16",
-                       kv_dtype: str = "bf16"):
+                       kv_dtype: str = "bf16", kv_bandwidth_efficiency: float | None = None):
     """Roofline time of one decode step: overhead + max(memory time, compute time)."""
     if step_overhead_s < 0:
         raise ValueError(f"step_overhead_s must be non-negative, got {step_overhead_s!r}")
     b = np.asarray(batch, float)
     if np.any(b < 1):
         raise ValueError(f"batch must be at least 1, got {batch!r}")
-    mem = decode_memory_time_s(model, gpu, tp, b, context_tokens, bandwidth_efficiency, weight_dtype, kv_dtype)
+    mem = decode_memory_time_s(model, gpu, tp, b, context_tokens, bandwidth_efficiency, weight_dtype, kv_dtype,
+                               kv_bandwidth_efficiency)
     comp = decode_compute_time_s(model, gpu, tp, b, context_tokens, compute_efficiency,
                                  "fp8" if weight_dtype == "fp8" else "bf16")
     return step_overhead_s + np.maximum(mem, comp)
@@ -115,7 +124,7 @@ def per_user_tok_s(ttft_s, tpot_s, osl: int):
 
 def decode_time_terms_s(model: ModelSpec, gpu: GpuSpec, tp, batch, context_tokens, *, bandwidth_efficiency: float,
                         compute_efficiency: float, step_overhead_s: float = 0.0, weight_dtype: str = "bf16",
-                        kv_dtype: str = "bf16") -> dict:
+                        kv_dtype: str = "bf16", kv_bandwidth_efficiency: float | None = None) -> dict:
     """The parts of one decode step (chapter 03), each in seconds.
 
     ``weights_s`` and ``kv_s`` are the two HBM reads (``memory_s`` is their
@@ -124,11 +133,12 @@ def decode_time_terms_s(model: ModelSpec, gpu: GpuSpec, tp, batch, context_token
     """
     step = decode_step_time_s(model, gpu, tp, batch, context_tokens, bandwidth_efficiency=bandwidth_efficiency,
                               compute_efficiency=compute_efficiency, step_overhead_s=step_overhead_s,
-                              weight_dtype=weight_dtype, kv_dtype=kv_dtype)
-    bw = gpu.hbm_bandwidth_bytes_s * bandwidth_efficiency
-    weights = weight_bytes_per_gpu(model, tp, weight_dtype) / bw
+                              weight_dtype=weight_dtype, kv_dtype=kv_dtype,
+                              kv_bandwidth_efficiency=kv_bandwidth_efficiency)
+    kv_eff = bandwidth_efficiency if kv_bandwidth_efficiency is None else kv_bandwidth_efficiency
+    weights = weight_bytes_per_gpu(model, tp, weight_dtype) / (gpu.hbm_bandwidth_bytes_s * bandwidth_efficiency)
     kv = np.asarray(batch, float) * np.asarray(context_tokens, float) * \
-        kv_bytes_per_token_per_gpu(model, tp, kv_dtype) / bw
+        kv_bytes_per_token_per_gpu(model, tp, kv_dtype) / (gpu.hbm_bandwidth_bytes_s * kv_eff)
     comp = decode_compute_time_s(model, gpu, tp, batch, context_tokens, compute_efficiency,
                                  "fp8" if weight_dtype == "fp8" else "bf16")
     return {"weights_s": weights, "kv_s": kv, "memory_s": weights + kv, "compute_s": comp,

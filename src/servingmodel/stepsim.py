@@ -1,0 +1,364 @@
+"""Step-level replay of the benchmark: vLLM's scheduler, one engine step at a time (chapter 08).
+
+The mean-field model of chapters 04 to 07 describes averages. This module
+replays a whole benchmark run instead: C clients in a closed loop sending
+``prompts_per_slot`` x C prompts in all, routed to the instances, each
+instance running the scheduling policy of vLLM V1 with chunked prefill:
+
+* every step has a budget of ``max_num_batched_tokens`` tokens;
+* requests already running are served first, in the order they were admitted:
+  one token for each decoding request, the next chunk of the prompt for one
+  still in prefill;
+* waiting requests are admitted first come, first served while budget,
+  ``max_num_seqs`` and the KV cache allow; a request is admitted only when the
+  free KV cache holds its whole prompt. (vLLM checks the blocks of the first
+  chunk only, but a request admitted without room for the rest preempts
+  itself at its next chunk and, with prefix caching on, waits until the rest
+  fits; admitting it with room for the whole prompt skips that wasted chunk);
+* a step whose running requests need more KV cache than is left preempts the
+  most recently admitted request, which later recomputes its prompt and the
+  tokens it has generated.
+
+Each step lasts the model's decode-step time for its decoding requests plus
+the prefill time of its prompt tokens, with the calibrated physics of
+:mod:`servingmodel.fullmodel`. Stretches of steps without any prefill are
+advanced in one go up to the next event, so a run costs a few operations per
+request, not per token.
+"""
+
+from __future__ import annotations
+
+import heapq
+from collections import deque
+from dataclasses import dataclass
+
+import numpy as np
+
+from .kvcache import mean_context_tokens
+from .prefill import prefill_chunks
+from .specs import constant
+
+ROUTINGS = ("random", "balanced")
+
+
+@dataclass(frozen=True)
+class Engine:
+    """The timing of one instance as the replay needs it, all in seconds and tokens."""
+
+    isl: int
+    osl: int
+    prefill_s_per_token: float  # prompt compute and its all-reduces, per token
+    idle_step_s: float  # a step without any decoding request: fixed overhead and host time
+    decode_step_s: tuple  # decode_step_s[b] for b = 0 .. max_running (index 0 unused)
+    kv_capacity_tokens: float
+    max_running: int
+    max_num_batched_tokens: int
+
+    def __post_init__(self):
+        if self.isl < 1 or self.osl < 2:
+            raise ValueError(f"need isl >= 1 and osl >= 2, got isl={self.isl}, osl={self.osl}")
+        if self.max_num_batched_tokens < 1:
+            raise ValueError("max_num_batched_tokens must be at least 1")
+        for name in ("prefill_s_per_token", "idle_step_s", "kv_capacity_tokens"):
+            v = getattr(self, name)
+            if not (np.isfinite(v) and v >= 0):
+                raise ValueError(f"{name} must be finite and non-negative, got {v!r}")
+        if self.kv_capacity_tokens < self.isl + self.osl:
+            raise ValueError(f"the KV cache holds {self.kv_capacity_tokens:.0f} tokens, fewer than one request "
+                             f"of {self.isl + self.osl}")
+        if self.max_running < 1 or len(self.decode_step_s) != self.max_running + 1:
+            raise ValueError("decode_step_s must give the step time for every batch 0 .. max_running")
+
+
+def engine_from_instance(instance, max_num_batched_tokens: int, max_num_seqs: int) -> Engine:
+    """The replay's view of a scalar :class:`servingmodel.fullmodel.Instance`.
+
+    The KV capacity in tokens is the model's batch limit times the mean
+    context it was derived from; the prefill time per token is the lone
+    prefill without its per-chunk step overheads (each replayed step pays its own).
+    """
+    isl, osl = int(instance.isl), int(instance.osl)
+    overhead = instance.params.step_overhead_s
+    pf = (float(instance.prefill_s) - float(prefill_chunks(isl, max_num_batched_tokens)) * overhead) / isl
+    capacity = float(instance.max_batch) * float(mean_context_tokens(isl, osl))
+    max_running = int(min(max_num_seqs, np.floor(capacity / isl) + 1))
+    steps = np.asarray(instance.decode_step_s(np.arange(1, max_running + 1, dtype=float)), float)
+    return Engine(isl, osl, pf, overhead + float(instance.host_s), (0.0, *map(float, steps)), capacity,
+                  max_running, int(max_num_batched_tokens))
+
+
+@dataclass(frozen=True)
+class RunResult:
+    """What the benchmark client would report for one replayed run, plus the per-request record."""
+
+    output_tok_s: float  # all output tokens over the run's duration (ramp and tail included)
+    mean_ttft_s: float
+    mean_tpot_s: float  # per request: (end-to-end - TTFT) / (OSL - 1), then averaged
+    duration_s: float
+    requests: int
+    preemptions: int
+    arrival_s: np.ndarray  # per request, in order of completion
+    ttft_s: np.ndarray
+
+
+class _Request:
+    __slots__ = ("arrival_s", "prefill_left", "generated", "held", "first_token_s", "chunk")
+
+    def __init__(self, arrival_s: float, isl: int):
+        self.arrival_s = arrival_s
+        self.prefill_left = isl  # prompt tokens (plus, after a preemption, generated ones) still to compute
+        self.generated = 0
+        self.held = 0  # tokens in the KV cache
+        self.first_token_s = None
+        self.chunk = 0  # tokens scheduled in the current step
+
+
+class _Instance:
+    def __init__(self, engine: Engine):
+        self.e = engine
+        self.running: list[_Request] = []
+        self.waiting: deque[_Request] = deque()
+        self.used_tokens = 0
+        self.now_s = 0.0
+        self.version = 0
+        self.preemptions = 0
+        self.segment = None  # (kind, start_s, step_s, steps)
+
+    def present(self) -> int:
+        return len(self.running) + len(self.waiting)
+
+    def _preempt_newest(self) -> _Request:
+        victim = self.running.pop()
+        self.used_tokens -= victim.held
+        victim.held = 0
+        victim.chunk = 0
+        victim.prefill_left = self.e.isl + victim.generated  # recompute the prompt and what it generated
+        self.waiting.appendleft(victim)
+        self.preemptions += 1
+        return victim
+
+    def plan(self) -> float | None:
+        """Schedule the next step (or run of decode-only steps) at ``now_s``; returns its end, None when idle."""
+        e = self.e
+        budget = e.max_num_batched_tokens
+        free = e.kv_capacity_tokens - self.used_tokens
+        k = 0
+        while k < len(self.running):  # running requests first, oldest first
+            r = self.running[k]
+            need = 1 if r.prefill_left == 0 else min(r.prefill_left, budget)
+            if need == 0:
+                r.chunk = 0
+                k += 1
+                continue
+            if need > free:
+                victim = self._preempt_newest()
+                free = e.kv_capacity_tokens - self.used_tokens - sum(x.chunk for x in self.running[:k])
+                if victim is r:
+                    break
+                continue
+            r.chunk = need
+            free -= need
+            budget -= need
+            k += 1
+        if k < len(self.running):
+            for r in self.running[k:]:
+                r.chunk = 0
+        while self.waiting and budget > 0 and len(self.running) < e.max_running:  # then waiting, FIFO
+            r = self.waiting[0]
+            c = min(r.prefill_left, budget)
+            if r.prefill_left > free:  # room for the whole prompt (see the module docstring)
+                break
+            self.waiting.popleft()
+            r.chunk = c
+            free -= c
+            budget -= c
+            self.running.append(r)
+        decoding = [r for r in self.running if r.prefill_left == 0 and r.chunk]
+        nd = len(decoding)
+        prefill_tokens = sum(r.chunk for r in self.running if r.prefill_left > 0)
+        if prefill_tokens:
+            step = (e.decode_step_s[nd] if nd else e.idle_step_s) + prefill_tokens * e.prefill_s_per_token
+            self.segment = ("mixed", self.now_s, step, 1)
+        elif nd:
+            steps = min(e.osl - r.generated for r in decoding)
+            room = int((e.kv_capacity_tokens - self.used_tokens) // nd)
+            self.segment = ("decode", self.now_s, e.decode_step_s[nd], max(1, min(steps, room)))
+        else:
+            self.segment = None
+            return None
+        _, start, step, steps = self.segment
+        return start + step * steps
+
+    def finish(self, end_s: float) -> list[_Request]:
+        """Apply the planned segment, ending at ``end_s``; returns the requests that completed."""
+        kind, _, _, steps = self.segment
+        self.segment = None
+        self.now_s = end_s
+        done = []
+        for r in list(self.running):
+            if not r.chunk:
+                continue
+            if r.prefill_left == 0:
+                r.generated += steps
+                r.held += steps
+                self.used_tokens += steps
+            else:
+                r.prefill_left -= r.chunk
+                r.held += r.chunk
+                self.used_tokens += r.chunk
+                if r.prefill_left == 0:
+                    r.generated += 1  # the step that ends the prefill samples a token
+                    if r.first_token_s is None:
+                        r.first_token_s = end_s
+            r.chunk = 0
+            if r.prefill_left == 0 and r.generated >= self.e.osl:
+                self.running.remove(r)
+                self.used_tokens -= r.held
+                done.append(r)
+        return done
+
+
+def replay(engines, concurrency: int, prompts: int, routing: str = "balanced", seed: int = 0) -> RunResult:
+    """Replay one benchmark run: ``concurrency`` clients, ``prompts`` requests in all, over ``engines``.
+
+    ``routing`` is ``"random"`` (each request to a uniformly random instance,
+    like a plain Kubernetes Service) or ``"balanced"`` (to the instance with
+    the fewest requests present, ties broken at random, like a load-aware
+    router). Deterministic for a given ``seed``.
+    """
+    engines = list(engines)
+    if not engines:
+        raise ValueError("need at least one engine")
+    if routing not in ROUTINGS:
+        raise ValueError(f"unknown routing {routing!r}; expected one of {ROUTINGS}")
+    if concurrency < 1 or prompts < concurrency:
+        raise ValueError(f"need 1 <= concurrency <= prompts, got concurrency={concurrency}, prompts={prompts}")
+    osl = engines[0].osl
+    if any(e.osl != osl or e.isl != engines[0].isl for e in engines):
+        raise ValueError("all engines must serve the same workload (isl, osl)")
+    rng = np.random.default_rng(seed)
+    inst = [_Instance(e) for e in engines]
+    heap: list = []
+    ttfts, tpots, arrivals = [], [], []
+    issued = 0
+
+    def schedule(i: _Instance, idx: int):
+        end = i.plan()
+        i.version += 1
+        if end is not None:
+            heapq.heappush(heap, (end, idx, i.version))
+
+    def route(t: float):
+        nonlocal issued
+        if routing == "random":
+            idx = int(rng.integers(len(inst)))
+        else:
+            loads = np.array([i.present() for i in inst])
+            ties = np.flatnonzero(loads == loads.min())
+            idx = int(ties[rng.integers(len(ties))]) if len(ties) > 1 else int(ties[0])
+        target = inst[idx]
+        target.waiting.append(_Request(t, target.e.isl))
+        issued += 1
+        return idx
+
+    touched = {route(0.0) for _ in range(concurrency)}
+    for idx in sorted(touched):
+        schedule(inst[idx], idx)
+    end_s = 0.0
+    while heap:
+        t, idx, version = heapq.heappop(heap)
+        i = inst[idx]
+        if version != i.version:
+            continue
+        done = i.finish(t)
+        end_s = max(end_s, t)
+        targets = set()
+        for r in done:
+            ttfts.append(r.first_token_s - r.arrival_s)
+            arrivals.append(r.arrival_s)
+            tpots.append((t - r.first_token_s) / (osl - 1))
+            if issued < prompts:
+                targets.add(route(t))
+        for j in sorted(targets - {idx}):
+            other = inst[j]
+            if other.segment is None:
+                other.now_s = t
+                schedule(other, j)
+            elif other.segment[0] == "decode":
+                kind, start, step, steps = other.segment
+                k = max(1, int(np.ceil((t - start) / step - 1e-9)))
+                if k < steps:  # the run is cut at the first step boundary after the arrival
+                    other.segment = (kind, start, step, k)
+                    other.version += 1
+                    heapq.heappush(heap, (start + step * k, j, other.version))
+        schedule(i, idx)
+    if issued != prompts or len(ttfts) != prompts:
+        raise RuntimeError(f"replay ended with {len(ttfts)} of {prompts} requests complete")
+    return RunResult(prompts * osl / end_s, float(np.mean(ttfts)), float(np.mean(tpots)), end_s, prompts,
+                     sum(i.preemptions for i in inst), np.array(arrivals), np.array(ttfts))
+
+
+def engines_for(model, gpu, isl: int, osl: int, layout, profile, params, weight_dtype: str = "bf16",
+                kv_dtype: str = "bf16") -> list[Engine]:
+    """One :class:`Engine` per instance of ``layout`` (a P/D layout: all its pods, serving aggregated)."""
+    from .fullmodel import Features, make_instance
+
+    engines = {}
+    for tp in set(layout.instance_tps()):
+        inst = make_instance(model, gpu, tp, isl, osl, profile, params, Features(), weight_dtype, kv_dtype)
+        engines[tp] = engine_from_instance(inst, int(constant("max_num_batched_tokens")),
+                                           int(constant("max_num_seqs")))
+    return [engines[tp] for tp in layout.instance_tps()]
+
+
+def replay_point(model, gpu, isl: int, osl: int, layout, concurrency: int, profile, params,
+                 seeds: int | None = None) -> RunResult:
+    """Replay the benchmark at one point, as the harness ran it (``prompts_per_slot`` x C prompts).
+
+    With more than one instance the routing draws random numbers, so the
+    result is averaged over ``seeds`` replays (``replay_seeds`` of
+    ``data/parameters.csv`` by default); the per-request record is the first replay's.
+    """
+    if concurrency < 1 or int(concurrency) != concurrency:
+        raise ValueError(f"concurrency must be a whole number of at least 1, got {concurrency!r}")
+    engines = engines_for(model, gpu, isl, osl, layout, profile, params)
+    prompts = int(constant("prompts_per_slot")) * int(concurrency)
+    n = 1 if len(engines) == 1 else int(seeds if seeds is not None else constant("replay_seeds"))
+    if n < 1:
+        raise ValueError(f"seeds must be at least 1, got {seeds!r}")
+    runs = [replay(engines, int(concurrency), prompts, profile.routing, seed=s) for s in range(n)]
+    first = runs[0]
+    return RunResult(float(np.mean([r.output_tok_s for r in runs])), float(np.mean([r.mean_ttft_s for r in runs])),
+                     float(np.mean([r.mean_tpot_s for r in runs])), float(np.mean([r.duration_s for r in runs])),
+                     prompts, int(round(np.mean([r.preemptions for r in runs]))), first.arrival_s, first.ttft_s)
+
+
+def replay_measurements(meas, params, seeds: int | None = None):
+    """Replay every measured point; returns the deployment columns plus ``replay_*`` columns.
+
+    ``replay_output_tok_s``, ``replay_tok_s_per_gpu``, ``replay_ttft_ms``,
+    ``replay_tpot_ms`` and ``replay_preemptions`` (per replay, averaged over seeds).
+    """
+    import pandas as pd
+
+    from .fullmodel import benchmark_profile, layout_of
+    from .specs import get_gpu, get_model
+
+    rows = []
+    for _, r in meas.iterrows():
+        res = replay_point(get_model(r["model"]), get_gpu(r["gpu"]), int(r["isl"]), int(r["osl"]), layout_of(r),
+                           int(r["concurrency"]), benchmark_profile(r), params, seeds)
+        rows.append({"replay_output_tok_s": res.output_tok_s, "replay_tok_s_per_gpu": res.output_tok_s / r["num_gpus"],
+                     "replay_ttft_ms": res.mean_ttft_s * 1e3, "replay_tpot_ms": res.mean_tpot_s * 1e3,
+                     "replay_preemptions": res.preemptions})
+    keep = [c for c in ("deployment", "family", "concurrency") if c in meas.columns]
+    return pd.concat([meas[keep], pd.DataFrame(rows, index=meas.index)], axis=1)
+
+
+def with_replayed_ttft(pred, replayed):
+    """The book's final prediction: the mean-field model, with the TTFT of the step-level replay."""
+    if not pred.index.equals(replayed.index):
+        raise ValueError("predictions and replays must describe the same points (same index)")
+    out = pred.copy()
+    out["pred_ttft_ms"] = replayed["replay_ttft_ms"].to_numpy(float)
+    return out

@@ -1,0 +1,152 @@
+"""The step-level replay (chapter 08): hand-computed runs, vLLM's scheduling rules, and the
+agreement with the mean-field model where both must agree."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from servingmodel import calibrate, fullmodel, stepsim
+from servingmodel.specs import get_gpu, get_model, get_profile
+
+MODEL = get_model("Llama-3.1-70B")
+GPU = get_gpu("H100-SXM")
+PARAMS = calibrate.calibrated_params()
+STANDALONE = get_profile("llm-d-standalone")
+
+
+def toy(isl=100, osl=11, pf=0.001, idle=0.005, dec=0.01, capacity=10_000, max_running=8, budget=150):
+    """An engine with round numbers: a prefill token costs ``pf``, a decode step ``dec`` at any batch."""
+    return stepsim.Engine(isl, osl, pf, idle, (0.0,) + (dec,) * max_running, capacity, max_running, budget)
+
+
+def test_a_lone_request_pays_its_chunked_prefill_then_one_step_per_token():
+    e = toy()
+    run = stepsim.replay([e], 1, 1)
+    # chunks of 100 tokens fit one step of the 150-token budget: TTFT = idle step + 100 prefill tokens
+    assert run.mean_ttft_s == pytest.approx(0.005 + 100 * 0.001)
+    assert run.mean_tpot_s == pytest.approx(0.01)
+    assert run.duration_s == pytest.approx(0.105 + 10 * 0.01)
+    assert run.output_tok_s == pytest.approx(11 / run.duration_s)
+    assert run.preemptions == 0
+
+
+def test_a_prompt_longer_than_the_budget_is_split_over_steps():
+    e = toy(isl=400, budget=150)  # 150 + 150 + 100 tokens: three steps, each paying the idle overhead
+    run = stepsim.replay([e], 1, 1)
+    assert run.mean_ttft_s == pytest.approx(3 * 0.005 + 400 * 0.001)
+
+
+def test_simultaneous_prompts_queue_for_the_budget_first_come_first_served():
+    e = toy(isl=100, budget=101)  # a step has room for one prompt and one more token
+    run = stepsim.replay([e], 3, 3)
+    ttft = np.sort(run.ttft_s)
+    s1 = 0.005 + 0.101  # prompt 1, and the first token of prompt 2 in the budget left over
+    s2 = 0.01 + 0.100  # request 1 decodes; prompt 2's other 99 tokens and prompt 3's first
+    s3 = 0.01 + 0.099  # two decodes; prompt 3's other 99 tokens
+    assert ttft == pytest.approx([s1, s1 + s2, s1 + s2 + s3])
+
+
+def test_after_the_first_wave_prompts_straddle_two_steps():
+    """Requests of equal length finish one prefill apart, so later prompts arrive one prefill apart.
+
+    They no longer queue as the first wave did, but each shares its steps with
+    its neighbours' prompts and the running decodes: it spans two full steps.
+    """
+    e = toy(isl=100, osl=50, budget=100)
+    run = stepsim.replay([e], 4, 40)
+    order = np.argsort(run.arrival_s, kind="stable")
+    ttft = run.ttft_s[order].reshape(10, 4)
+    first, later = ttft[0], ttft[1:]
+    assert first.max() == pytest.approx(0.005 + 0.1 + 3 * (0.01 + 0.1), rel=0.05)  # four prompts in a row
+    assert later.mean() < first.mean()
+    full_step = 0.01 + 0.1
+    assert np.all(later > 0.1 + 0.01) and np.all(later <= 2 * full_step + 1e-9)
+
+
+def test_the_kv_cache_limits_the_batch_and_the_rest_wait():
+    e = toy(isl=100, osl=11, capacity=250, budget=1000)  # two whole prompts fit, not three
+    run = stepsim.replay([e], 3, 3)
+    ttft = np.sort(run.ttft_s)
+    assert ttft[2] > 10 * 0.01  # the third waits until one of the first two completes
+    assert run.preemptions == 0
+
+
+def test_decode_growth_beyond_the_cache_preempts_the_newest_request():
+    # two prompts of 100 fit in 230 tokens, but not once each has generated 16 tokens
+    e = toy(isl=100, osl=40, capacity=230, budget=1000)
+    run = stepsim.replay([e], 2, 2)
+    assert run.preemptions >= 1
+    assert len(run.ttft_s) == 2  # both still complete
+
+
+def test_routing_balanced_spreads_a_burst_evenly():
+    e = toy()
+    balanced = stepsim.replay([e, e], 2, 2, routing="balanced")
+    assert balanced.mean_ttft_s == pytest.approx(0.105)  # each instance takes one prompt
+
+
+def test_random_routing_is_deterministic_for_a_seed_and_varies_across_seeds():
+    e = toy()
+    a = stepsim.replay([e] * 4, 8, 80, routing="random", seed=1)
+    b = stepsim.replay([e] * 4, 8, 80, routing="random", seed=1)
+    assert a.mean_ttft_s == b.mean_ttft_s and np.array_equal(a.ttft_s, b.ttft_s)
+    others = {stepsim.replay([e] * 4, 8, 80, routing="random", seed=s).mean_ttft_s for s in range(2, 6)}
+    assert len(others) > 1
+
+
+def test_a_replayed_lone_request_matches_the_mean_field_model():
+    """At concurrency 1 there is nothing to replay: both models must give the lone prefill and decode."""
+    lay = fullmodel.Layout("aggregated", tp=4, replicas=1)
+    run = stepsim.replay_point(MODEL, GPU, 10_000, 1000, lay, 1, STANDALONE, PARAMS)
+    mf = fullmodel.predict_aggregated(MODEL, GPU, 10_000, 1000, lay, 1, STANDALONE, PARAMS)
+    assert run.mean_ttft_s == pytest.approx(mf.ttft_s, rel=0.02)
+    assert run.mean_tpot_s == pytest.approx(mf.tpot_s, rel=0.02)
+    assert run.output_tok_s == pytest.approx(mf.output_tok_s, rel=0.03)
+
+
+def test_below_the_kv_limit_replay_and_mean_field_throughputs_agree():
+    lay = fullmodel.Layout("aggregated", tp=4, replicas=1)
+    for c in (8, 32):
+        run = stepsim.replay_point(MODEL, GPU, 10_000, 1000, lay, c, STANDALONE, PARAMS)
+        mf = fullmodel.predict_aggregated(MODEL, GPU, 10_000, 1000, lay, c, STANDALONE, PARAMS)
+        assert run.output_tok_s == pytest.approx(mf.output_tok_s, rel=0.08)
+        assert run.mean_ttft_s > mf.ttft_s  # the replay sees the chunk straddling the mean field misses
+
+
+def test_replayed_ttft_grows_with_load():
+    lay = fullmodel.Layout("aggregated", tp=4, replicas=1)
+    ttft = [stepsim.replay_point(MODEL, GPU, 10_000, 1000, lay, c, STANDALONE, PARAMS).mean_ttft_s
+            for c in (1, 8, 32)]
+    assert ttft[0] < ttft[1] < ttft[2]
+
+
+def test_with_replayed_ttft_replaces_only_the_ttft(tmp_path):
+    import pandas as pd
+
+    pred = pd.DataFrame({"pred_ttft_ms": [1.0, 2.0], "pred_tpot_ms": [3.0, 4.0]})
+    rep = pd.DataFrame({"replay_ttft_ms": [10.0, 20.0]})
+    out = stepsim.with_replayed_ttft(pred, rep)
+    assert out["pred_ttft_ms"].tolist() == [10.0, 20.0] and out["pred_tpot_ms"].tolist() == [3.0, 4.0]
+    with pytest.raises(ValueError, match="same points"):
+        stepsim.with_replayed_ttft(pred, rep.iloc[:1])
+
+
+@pytest.mark.parametrize("make, match", [
+    (lambda: toy(isl=0), "isl >= 1"),
+    (lambda: toy(osl=1), "osl >= 2"),
+    (lambda: toy(budget=0), "max_num_batched_tokens"),
+    (lambda: toy(pf=-1.0), "prefill_s_per_token"),
+    (lambda: toy(idle=float("nan")), "idle_step_s"),
+    (lambda: toy(capacity=50), "fewer than one request"),
+    (lambda: stepsim.Engine(100, 11, 0.001, 0.005, (0.0, 0.01), 10_000, 2, 150), "every batch"),
+    (lambda: stepsim.replay([], 1, 1), "at least one engine"),
+    (lambda: stepsim.replay([toy()], 2, 1), "concurrency <= prompts"),
+    (lambda: stepsim.replay([toy()], 1, 1, routing="round-robin"), "unknown routing"),
+    (lambda: stepsim.replay([toy(), toy(isl=50)], 1, 1), "same workload"),
+    (lambda: stepsim.replay_point(MODEL, GPU, 10_000, 1000, fullmodel.Layout("aggregated", tp=4, replicas=1), 1.5,
+                                  STANDALONE, PARAMS), "whole number"),
+])
+def test_bad_input_is_refused_with_a_message_that_names_it(make, match):
+    with pytest.raises(ValueError, match=match):
+        make()
