@@ -1,4 +1,4 @@
-"""Calibration, the error ladder and the answers' numbers (chapters 08 and 09)."""
+"""Calibration, the error ladder and the answers' numbers (chapters 09 and 10)."""
 
 import dataclasses
 

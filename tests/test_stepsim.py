@@ -150,3 +150,15 @@ def test_with_replayed_ttft_replaces_only_the_ttft(tmp_path):
 def test_bad_input_is_refused_with_a_message_that_names_it(make, match):
     with pytest.raises(ValueError, match=match):
         make()
+
+
+def test_as_prediction_scores_the_replay_like_the_mean_field():
+    import pandas as pd
+
+    meas = pd.DataFrame({"deployment": ["TP4 x 2"], "family": ["TP4"], "concurrency": [8], "num_gpus": [8]})
+    rep = pd.DataFrame({"replay_output_tok_s": [400.0], "replay_ttft_ms": [900.0], "replay_tpot_ms": [25.0]})
+    out = stepsim.as_prediction(rep, meas)
+    assert out.loc[0, "pred_tok_s_per_gpu"] == 50.0 and out.loc[0, "pred_tok_s_per_user"] == 50.0
+    assert out.loc[0, "pred_ttft_ms"] == 900.0
+    with pytest.raises(ValueError, match="same points"):
+        stepsim.as_prediction(rep, meas.iloc[:0])

@@ -1,4 +1,4 @@
-"""The numbers behind the answers to the reader's three questions (chapter 09).
+"""The numbers behind the answers to the reader's three questions (chapter 10).
 
 Each function evaluates the calibrated model (or a variant of it with one term
 removed) on the benchmark's own deployments and returns a small table with the

@@ -1,4 +1,4 @@
-"""Calibration: fit the global parameters to all measured points at once (chapter 08).
+"""Calibration: fit the global parameters to all measured points at once (chapter 09).
 
 Least squares on log errors of throughput (per-GPU and per-user throughput
 share the same log error, since both are output throughput over a fixed

@@ -4,7 +4,7 @@ One vLLM instance at tensor parallelism N is described by its prefill time,
 its decode-step time as a function of batch, and its KV-cache batch limit. A
 deployment is a set of instances behind a router; the benchmark is a closed
 loop of C requests. :class:`Features` switches each refinement on, so the
-same code produces every row of the error ladder (chapter 08).
+same code produces every row of the error ladder (chapter 09).
 """
 
 from __future__ import annotations
@@ -419,7 +419,7 @@ def model_curves(meas: pd.DataFrame, params: ModelParams, concurrencies=CURVE_CO
 
 def decode_step_breakdown(model: ModelSpec, gpu: GpuSpec, tp: int, batch: float, isl: int, osl: int,
                           profile: Profile, params: ModelParams) -> dict:
-    """The parts of one decode step of the full model, in seconds (chapter 09).
+    """The parts of one decode step of the full model, in seconds (chapter 10).
 
     ``weights_s`` and ``kv_s`` (the HBM reads), ``overhead_s`` (fixed per step),
     ``allreduce_s`` (the 2L all-reduces) and ``host_s`` (CPU starvation); their

@@ -1,9 +1,9 @@
-"""The error ladder: every refinement of the model with the error it leaves (chapter 08).
+"""The error ladder: every refinement of the model with the error it leaves (chapter 09).
 
 Each rung is computed from the data by the same code the chapters use: the
 crude model with its alpha fitted per family (chapter 02), the physical model
 at nominal (sourced) parameters with one more refinement switched on per rung
-(chapters 03 to 07), and the calibrated model (chapter 08).
+(chapters 03 to 07), and the calibrated model (chapter 09).
 """
 
 from __future__ import annotations

@@ -275,3 +275,54 @@ def tradeoff_panels(frames, titles):
     axes[-1].legend([handles[lab] for lab in order], order, loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False)
     fig.tight_layout()
     return fig
+
+
+def ttft_timeline(deployment: str, arrival_s, ttft_s, references: dict):
+    """Each replayed request's TTFT against the time it was sent, with horizontal reference levels.
+
+    ``references`` maps a label (for example ``"lone prefill"``) to a TTFT in
+    seconds, drawn as a dashed line. Returns the figure.
+    """
+    fig, ax = new_figure()
+    st = deployment_style(deployment)
+    order = np.argsort(np.asarray(arrival_s, float), kind="stable")
+    ax.plot(np.asarray(arrival_s, float)[order], np.asarray(ttft_s, float)[order], ls="none", marker=st["marker"],
+            color=st["color"], label=f"{deployment}, replayed requests")
+    greys = np.linspace(0.15, 0.6, max(len(references), 1))
+    for (name, value), g in zip(references.items(), greys):
+        ax.axhline(float(value), color=str(g), ls="--", lw=1, label=name)
+    ax.set(xlabel="time the request was sent (s)", ylabel="time to first token (s)")
+    ax.set_ylim(bottom=0)
+    legend_outside(ax)
+    return fig
+
+
+def ttft_models_vs_measured(meas, models: dict):
+    """Predicted TTFT of several models against the measured TTFT (log-log, with y = x and a 15 % band).
+
+    ``models`` maps a model name to predicted TTFTs in ms, aligned with the
+    rows of ``meas`` that published a TTFT (``mean_ttft_ms``). One marker per
+    model; the colour of each point is its deployment family's. Returns the figure.
+    """
+    from .measurements import FAMILIES
+
+    fig, ax = new_figure()
+    x = meas["mean_ttft_ms"].to_numpy(float) / 1e3
+    markers = ["o", "X", "P", "*"]
+    for (name, values), mk in zip(models.items(), markers):
+        y = np.asarray(values, float) / 1e3
+        for fam in FAMILIES:
+            m = (meas["family"] == fam).to_numpy()
+            if not m.any():
+                continue
+            color = deployment_style(meas.loc[m, "deployment"].iloc[-1])["color"]
+            ax.plot(x[m], y[m], ls="none", marker=mk, color=color, label=f"{name}, {fam}",
+                    markerfacecolor="none" if mk == "o" else color)
+    lo, hi = 0.8 * float(np.nanmin(x)), 1.25 * float(np.nanmax(x))
+    ax.plot([lo, hi], [lo, hi], color="0.3", ls="--", lw=1, label="y = x")
+    ax.fill_between([lo, hi], [0.85 * lo, 0.85 * hi], [1.15 * lo, 1.15 * hi], color="0.85", lw=0,
+                    label="within 15 %")
+    ax.set(xscale="log", yscale="log", xlabel="measured time to first token (s)",
+           ylabel="predicted time to first token (s)")
+    legend_outside(ax)
+    return fig

@@ -52,7 +52,7 @@ def decode_memory_time_s(model: ModelSpec, gpu: GpuSpec, tp, batch, context_toke
 
     The weights stream through the matrix multiplications at
     ``bandwidth_efficiency`` of peak; the KV cache is read by the attention
-    kernel, at ``kv_bandwidth_efficiency`` (the same unless given; chapter 08
+    kernel, at ``kv_bandwidth_efficiency`` (the same unless given; chapter 09
     separates the two).
     """
     _check_eff("bandwidth_efficiency", bandwidth_efficiency)

@@ -355,6 +355,20 @@ def replay_measurements(meas, params, seeds: int | None = None):
     return pd.concat([meas[keep], pd.DataFrame(rows, index=meas.index)], axis=1)
 
 
+def as_prediction(replayed, meas):
+    """The replay in the columns of :func:`servingmodel.fullmodel.predict_measurements`, to score it the same way."""
+    if not replayed.index.equals(meas.index):
+        raise ValueError("replays and measurements must describe the same points (same index)")
+    out = meas[[c for c in ("deployment", "family", "concurrency") if c in meas.columns]].copy()
+    tok = replayed["replay_output_tok_s"].to_numpy(float)
+    out["pred_output_tok_s"] = tok
+    out["pred_tok_s_per_gpu"] = tok / meas["num_gpus"].to_numpy(float)
+    out["pred_tok_s_per_user"] = tok / meas["concurrency"].to_numpy(float)
+    out["pred_ttft_ms"] = replayed["replay_ttft_ms"].to_numpy(float)
+    out["pred_tpot_ms"] = replayed["replay_tpot_ms"].to_numpy(float)
+    return out
+
+
 def with_replayed_ttft(pred, replayed):
     """The book's final prediction: the mean-field model, with the TTFT of the step-level replay."""
     if not pred.index.equals(replayed.index):

@@ -1,4 +1,4 @@
-"""What-if questions for the calibrated model: vectorised sweeps, Pareto frontiers, best configurations (chapter 10).
+"""What-if questions for the calibrated model: vectorised sweeps, Pareto frontiers, best configurations (chapter 11).
 
 Everything here is a *prediction* of the calibrated model. It composes
 :func:`fullmodel.predict_arrays` (aggregated serving, vectorised over numpy
