@@ -81,11 +81,20 @@ def test_cross_validation_has_one_row_per_family(meas):
 def test_ladder_rungs_in_order_and_calibration_best(meas, fitted):
     lad = ladder.error_ladder(meas, fitted.params)
     rungs = list(dict.fromkeys(lad["rung"]))
-    assert rungs[0] == ladder.CRUDE and rungs[-1] == ladder.CALIBRATED
-    assert len(rungs) == 2 + len(fullmodel.LADDER_FEATURES)
+    assert rungs[0] == ladder.CRUDE and rungs[-2:] == [ladder.CALIBRATED, ladder.REPLAYED]
+    assert len(rungs) == 3 + len(fullmodel.LADDER_FEATURES)
     overall = lad[lad["group"] == "all"].set_index("rung")
     assert overall["gpu_median"].idxmin() == ladder.CALIBRATED
+    # the replay changes only the TTFT, and lowers its error
+    assert overall.loc[ladder.REPLAYED, "gpu_median"] == overall.loc[ladder.CALIBRATED, "gpu_median"]
+    assert overall.loc[ladder.REPLAYED, "ttft_median"] < overall.loc[ladder.CALIBRATED, "ttft_median"]
     assert np.isnan(overall.loc[ladder.CRUDE, "ttft_median"])
+
+
+def test_cross_validation_reports_each_refit(meas):
+    cv = calibrate.cross_validate(meas)
+    for name in fullmodel.FITTED_PARAMETERS:
+        assert cv[name].notna().all() and (cv[name + "_stderr"] > 0).all()
 
 
 def test_model_curves_cover_every_deployment(meas, fitted):

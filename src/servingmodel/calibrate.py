@@ -105,7 +105,12 @@ def parameter_table(result: FitResult) -> pd.DataFrame:
 
 def cross_validate(meas: pd.DataFrame, start: ModelParams | None = None,
                    latency_weight: float = LATENCY_WEIGHT) -> pd.DataFrame:
-    """Leave one family out: refit without it, then predict it. One row per held-out family."""
+    """Leave one family out: refit without it, then predict it. One row per held-out family.
+
+    Columns: ``held_out``, ``points``, ``median_abs_rel_err`` and ``p90_abs_rel_err``
+    of throughput on the held-out family, ``at_bound``, and each fitted
+    parameter of the refit with its ``<name>_stderr``.
+    """
     rows = []
     for fam in list(dict.fromkeys(meas["family"])):
         train = meas[meas["family"] != fam]
@@ -113,8 +118,12 @@ def cross_validate(meas: pd.DataFrame, start: ModelParams | None = None,
         res = fit(train, start, latency_weight=latency_weight)
         pred = predict_measurements(test, res.params)
         err = np.abs(pred["pred_output_tok_s"].to_numpy(float) / test["output_tok_s"].to_numpy(float) - 1)
-        rows.append({"held_out": fam, "points": len(test), "median_abs_rel_err": float(np.median(err)),
-                     "p90_abs_rel_err": float(np.quantile(err, 0.9)), "at_bound": ", ".join(res.at_bound)})
+        row = {"held_out": fam, "points": len(test), "median_abs_rel_err": float(np.median(err)),
+               "p90_abs_rel_err": float(np.quantile(err, 0.9)), "at_bound": ", ".join(res.at_bound)}
+        for n in FITTED_PARAMETERS:
+            row[n] = getattr(res.params, n)
+            row[n + "_stderr"] = res.stderr[n]
+        rows.append(row)
     return pd.DataFrame(rows)
 
 

@@ -317,9 +317,9 @@ def fit_reading(meas, predictor=None, names=("bandwidth_efficiency", "compute_ef
                 latency_weight: float = 1.0) -> ModelParams:
     """Best parameters for one reading of the data (``predictor``), the others held at ``start``.
 
-    Least squares on log errors of output throughput and of the measured TPOT
-    (weighted by ``latency_weight``; throughput alone cannot separate prefill
-    time from the per-request decode cost), each parameter within its
+    Least squares on log errors of output throughput, of the measured TPOT
+    (weighted by ``latency_weight``) and of the TTFTs measured at concurrency 1
+    (see :func:`servingmodel.calibrate.residuals`), each parameter within its
     plausible range from ``data/parameters.csv``. Deterministic.
     Used in chapter 07 to give both readings of the dashed curves their best fit.
     """

@@ -3,7 +3,8 @@
 Each rung is computed from the data by the same code the chapters use: the
 crude model with its alpha fitted per family (chapter 02), the physical model
 at nominal (sourced) parameters with one more refinement switched on per rung
-(chapters 03 to 07), and the calibrated model (chapter 09).
+(chapters 03 to 07), the calibrated model (chapter 09), and last the
+calibrated model with the TTFT of the step-level replay (chapter 08).
 """
 
 from __future__ import annotations
@@ -11,22 +12,31 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from . import crude, evaluate
+from . import crude, evaluate, stepsim
 from .fullmodel import LADDER_FEATURES, Features, ModelParams, predict_measurements
 
 CRUDE = "crude model"
 CALIBRATED = "+ calibration"
+REPLAYED = "+ step replay (TTFT)"
 
 
 def ladder_predictions(meas: pd.DataFrame, calibrated: ModelParams,
-                       nominal: ModelParams | None = None) -> dict[str, pd.DataFrame]:
-    """Predictions of every rung, in order, keyed by rung name."""
+                       nominal: ModelParams | None = None, replayed: pd.DataFrame | None = None) -> dict[str, pd.DataFrame]:
+    """Predictions of every rung, in order, keyed by rung name.
+
+    The last rung is the book's final model: the calibrated mean field with the
+    TTFT of the step-level replay (chapter 08); ``replayed`` is
+    :func:`servingmodel.stepsim.replay_measurements` of ``meas``, computed here if not given.
+    """
     nominal = nominal or ModelParams.nominal()
     single = crude.family_single_user_tok_s(meas)
     out = {CRUDE: crude.crude_predictions(meas, crude.fit_family_alphas(meas, single), single)}
     for name, feats in LADDER_FEATURES:
         out[name] = predict_measurements(meas, nominal, feats)
     out[CALIBRATED] = predict_measurements(meas, calibrated, Features())
+    if replayed is None:
+        replayed = stepsim.replay_measurements(meas, calibrated)
+    out[REPLAYED] = stepsim.with_replayed_ttft(out[CALIBRATED], replayed)
     return out
 
 
@@ -38,7 +48,8 @@ def _latency_median(pred: pd.DataFrame, meas: pd.DataFrame, pcol: str, mcol: str
     return float(np.median(err)) if np.all(np.isfinite(err)) else float("nan")
 
 
-def error_ladder(meas: pd.DataFrame, calibrated: ModelParams, nominal: ModelParams | None = None) -> pd.DataFrame:
+def error_ladder(meas: pd.DataFrame, calibrated: ModelParams, nominal: ModelParams | None = None,
+                 replayed: pd.DataFrame | None = None) -> pd.DataFrame:
     """One row per rung and group (all points, then each family): median and p90 errors.
 
     Columns: ``rung``, ``group``, ``gpu_median``, ``gpu_p90``, ``user_median``,
@@ -47,7 +58,7 @@ def error_ladder(meas: pd.DataFrame, calibrated: ModelParams, nominal: ModelPara
     model, which predicts no latencies).
     """
     rows = []
-    for rung, pred in ladder_predictions(meas, calibrated, nominal).items():
+    for rung, pred in ladder_predictions(meas, calibrated, nominal, replayed).items():
         summ = evaluate.error_summary(pred, meas)
         for group in dict.fromkeys(summ["group"]):
             g = summ[summ["group"] == group].set_index("quantity")

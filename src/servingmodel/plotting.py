@@ -214,17 +214,23 @@ def model_vs_measured_panels(meas, curves, x: str = "tok_s_per_user", y: str = "
 
 
 def ladder_figure(ladder, metric: str = "gpu"):
-    """Median and 90th-percentile error of every rung of the error ladder (log scale), over all points."""
+    """Median and 90th-percentile throughput error of every rung of the error ladder, over all points,
+    with the median TTFT error where the rung predicts one (log scale)."""
     rows = ladder[ladder["group"] == "all"]
     fig, ax = new_figure()
     xs = np.arange(len(rows))
-    ax.plot(xs, 100 * rows[f"{metric}_median"].to_numpy(float), marker="o", color="0.2", label="median")
+    ax.plot(xs, 100 * rows[f"{metric}_median"].to_numpy(float), marker="o", color="0.2",
+            label="throughput, median")
     ax.plot(xs, 100 * rows[f"{metric}_p90"].to_numpy(float), marker="s", color="0.55", linestyle="--",
-            label="90th percentile")
+            label="throughput, 90th percentile")
+    if "ttft_median" in rows.columns:
+        ttft = 100 * rows["ttft_median"].to_numpy(float)
+        ok = np.isfinite(ttft)
+        ax.plot(xs[ok], ttft[ok], marker="^", color="0.4", linestyle=":", label="TTFT, median")
     ax.set_xticks(xs)
     ax.set_xticklabels(rows["rung"].tolist(), rotation=25, ha="right")
     ax.set_yscale("log")
-    ax.set_ylabel("absolute relative error of throughput (%)")
+    ax.set_ylabel("absolute relative error (%)")
     ax.legend(loc="upper right")
     fig.tight_layout()
     return fig
