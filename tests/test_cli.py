@@ -293,3 +293,31 @@ def test_installed_console_script(tmp_path):
     src.write_text("model,gpu,tp,isl,osl\nLlama-3.1-70B,H7,4,1000,100\n")
     unk = subprocess.run([exe, "predict", str(src), "-o", "-"], capture_output=True, text=True)
     assert unk.returncode == 2 and "H100-SXM" in unk.stderr and unk.stdout == ""
+
+
+def test_reproduce_takes_the_ttft_from_the_step_replay(tmp_path):
+    from servingmodel import stepsim
+
+    out = tmp_path / "rep.csv"
+    assert cli.main(["reproduce", "-o", str(out)]) == 0
+    got = pd.read_csv(out)
+    meas = load_measurements()
+    want = stepsim.replay_measurements(meas, PARAMS)["replay_ttft_ms"].to_numpy(float)
+    assert got["pred_ttft_ms"].to_numpy() == pytest.approx(want, rel=1e-9)
+
+
+def test_predict_replay_flag_replaces_the_ttft_of_rows_it_can_replay(tmp_path):
+    src = tmp_path / "in.csv"
+    src.write_text("model,gpu,tp,replicas,isl,osl,concurrency,kind,p_tp,p_replicas,d_tp,d_replicas\n"
+                   "Llama-3.1-70B,H100,4,1,10000,1000,8,,,,,\n"
+                   "Llama-3.1-70B,H100,4,1,10000,1000,,,,,,\n"
+                   "Llama-3.1-70B,H100,,,10000,1000,8,disaggregated,4,1,4,1\n")
+    plain, replayed = tmp_path / "a.csv", tmp_path / "b.csv"
+    assert cli.main(["predict", str(src), "-o", str(plain)]) == 0
+    assert cli.main(["predict", str(src), "-o", str(replayed), "--replay"]) == 0
+    a, b = pd.read_csv(plain), pd.read_csv(replayed)
+    assert "ttft_model" not in a.columns
+    assert b["ttft_model"].tolist() == ["replay", "mean field", "mean field"]
+    assert b.loc[0, "pred_ttft_ms"] > a.loc[0, "pred_ttft_ms"]  # the replay sees the straddled chunks
+    assert b.loc[1:, "pred_ttft_ms"].tolist() == a.loc[1:, "pred_ttft_ms"].tolist()
+    assert b["pred_output_tok_s"].tolist() == a["pred_output_tok_s"].tolist()

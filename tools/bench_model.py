@@ -10,7 +10,9 @@ Reports the median wall-clock time, after one warm-up call, of
   * a vectorised sweep of 100,000 random aggregated scenarios on one GPU
     (whatif.sweep, balanced routing); target < 2 s;
   * the same sweep under random routing (exact, point by point) on 1,000
-    scenarios, and 100 true prefill/decode scenarios (disagg), for scale.
+    scenarios, and 100 true prefill/decode scenarios (disagg), for scale;
+  * the step-level replay of the 114 measured points (stepsim, the book's
+    TTFT model; `servingmodel reproduce` runs it too), for scale.
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ import time
 
 import numpy as np
 
-from servingmodel import fullmodel, whatif
+from servingmodel import fullmodel, stepsim, whatif
 from servingmodel.calibrate import calibrated_params
 from servingmodel.measurements import load_measurements
 
@@ -65,6 +67,8 @@ def main() -> int:
          lambda: whatif.sweep_disaggregated("Llama-3.1-70B", "H100", "llm-d-modelservice", params, p_tp=4,
                                             p_replicas=2, d_tp=4, d_replicas=2, concurrency=small["concurrency"][:100],
                                             isl=10000, osl=1000)),
+        (f"replay the {len(meas)} measured points step by step (stepsim)", None,
+         lambda: stepsim.replay_measurements(meas, params)),
     ]
     print(f"{platform.python_implementation()} {platform.python_version()}, {os.cpu_count()} CPUs, "
           f"median of {args.repeat} runs after one warm-up")

@@ -264,12 +264,38 @@ def _write(df: pd.DataFrame, path: str, float_format: str | None = "%.6g") -> No
         df.to_csv(path, index=False, float_format=float_format)
 
 
+def replay_ttft(records: list[dict], pred: pd.DataFrame, params) -> pd.Series:
+    """Which model gives each row's TTFT, replacing ``pred_ttft_ms`` by the step replay's where it applies.
+
+    The replay (chapter 08) runs the benchmark's closed loop through vLLM's
+    scheduler; it applies to aggregated rows with a concurrency that fit.
+    Other rows keep the mean-field TTFT.
+    """
+    from .fullmodel import Layout
+    from .stepsim import replay_point
+
+    source = pd.Series("mean field", index=pred.index)
+    for i, rec in enumerate(records):
+        if rec["kind"] != "aggregated" or rec["concurrency"] is None or pred.loc[i, "status"] != "ok":
+            continue
+        run = replay_point(rec["model"], rec["gpu"], int(rec["isl"]), int(rec["osl"]),
+                           Layout("aggregated", tp=int(rec["tp"]), replicas=int(rec["replicas"])),
+                           int(rec["concurrency"]), rec["profile"], params, weight_dtype=rec["weight_dtype"],
+                           kv_dtype=rec["kv_dtype"])
+        pred.loc[i, "pred_ttft_ms"] = run.mean_ttft_s * 1e3
+        source[i] = "replay"
+    return source
+
+
 def cmd_predict(args) -> int:
     from .calibrate import calibrated_params
 
     raw = _read_input(args.input)
     records = parse_rows(raw, name=Path(args.input).name if args.input != "-" else "stdin")
-    pred = predict_rows(records, calibrated_params())
+    params = calibrated_params()
+    pred = predict_rows(records, params)
+    if args.replay:
+        pred.insert(pred.columns.get_loc("pred_ttft_ms") + 1, "ttft_model", replay_ttft(records, pred, params))
     pred.index = raw.index
     _write(pd.concat([raw, pred], axis=1), args.output)
     return EXIT_OK
@@ -280,8 +306,11 @@ def cmd_reproduce(args) -> int:
     from .fullmodel import PRED_COLUMNS, predict_measurements
     from .measurements import load_measurements
 
+    from .stepsim import replay_measurements, with_replayed_ttft
+
     meas = load_measurements()
-    pred = predict_measurements(meas, calibrated_params())
+    params = calibrated_params()
+    pred = with_replayed_ttft(predict_measurements(meas, params), replay_measurements(meas, params))
     keep = ["deployment", "family", "kind", "tp", "replicas", "p_tp", "p_replicas", "d_tp", "d_replicas",
             "concurrency"]
     out = pd.concat([pred[keep + PRED_COLUMNS], meas[["output_tok_s"]]], axis=1)
@@ -317,13 +346,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("input", metavar="INPUT.csv", help="input CSV file ('-' reads standard input)")
     p.add_argument("-o", "--output", metavar="OUTPUT.csv", required=True,
                    help="output CSV file ('-' writes standard output)")
+    p.add_argument("--replay", action="store_true",
+                   help="take pred_ttft_ms from the step-level replay of the closed loop (the book's TTFT "
+                        "model, chapter 08) on aggregated rows with a concurrency, and add a column ttft_model "
+                        "(replay or mean field) after it; slower, about a second per row at high concurrency")
     p.set_defaults(func=cmd_predict)
     r = sub.add_parser("reproduce", formatter_class=fmt, help="the calibrated model on every measured point",
                        description="One row per measured point of the llm-d benchmark: the deployment columns "
                                    "(deployment, family, kind, tp, replicas, p_tp, p_replicas, d_tp, d_replicas, "
                                    "concurrency), the calibrated model's pred_* columns as the book's final model "
                                    "explains them (aggregated pods with the standalone profile, the llm-d pods "
-                                   "served aggregated with the modelservice profile), and the measured "
+                                   "served aggregated with the modelservice profile; throughput and TPOT from the "
+                                   "mean-field model, TTFT from the step-level replay), and the measured "
                                    "output_tok_s.",
                        epilog=EXIT_HELP)
     r.add_argument("-o", "--output", metavar="OUTPUT.csv", required=True,

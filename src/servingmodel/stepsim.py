@@ -312,7 +312,7 @@ def engines_for(model, gpu, isl: int, osl: int, layout, profile, params, weight_
 
 
 def replay_point(model, gpu, isl: int, osl: int, layout, concurrency: int, profile, params,
-                 seeds: int | None = None) -> RunResult:
+                 seeds: int | None = None, weight_dtype: str = "bf16", kv_dtype: str = "bf16") -> RunResult:
     """Replay the benchmark at one point, as the harness ran it (``prompts_per_slot`` x C prompts).
 
     With more than one instance the routing draws random numbers, so the
@@ -321,7 +321,7 @@ def replay_point(model, gpu, isl: int, osl: int, layout, concurrency: int, profi
     """
     if concurrency < 1 or int(concurrency) != concurrency:
         raise ValueError(f"concurrency must be a whole number of at least 1, got {concurrency!r}")
-    engines = engines_for(model, gpu, isl, osl, layout, profile, params)
+    engines = engines_for(model, gpu, isl, osl, layout, profile, params, weight_dtype, kv_dtype)
     prompts = int(constant("prompts_per_slot")) * int(concurrency)
     n = 1 if len(engines) == 1 else int(seeds if seeds is not None else constant("replay_seeds"))
     if n < 1:
