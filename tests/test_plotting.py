@@ -88,3 +88,31 @@ def test_tradeoff_panels_one_labelled_panel_per_frame(capsys):
     assert [t.get_text() for ax in fig.axes for t in ax.texts] == ["H100", "H200"]
     plotting.figure_summary(fig)
     assert "(30,90)" in capsys.readouterr().out
+
+
+def test_ttft_timeline_draws_requests_in_order_and_each_reference(capsys):
+    fig = plotting.ttft_timeline("TP4 x 1", [2.0, 0.0, 1.0], [0.3, 0.1, 0.2], {"lone prefill": 0.1, "measured": 0.4})
+    plotting.figure_summary(fig)
+    out = capsys.readouterr().out
+    assert "line TP4 x 1, replayed requests: (0,0.1) (1,0.2) (2,0.3)" in out
+    assert "line lone prefill: (0,0.1) (1,0.1)" in out and "line measured: (0,0.4) (1,0.4)" in out
+    styles = {ln.get_linestyle() for ln in fig.axes[0].lines[1:]}
+    assert len(styles) == 2  # each reference level has its own line style
+    with pytest.raises(ValueError, match="at most 4 reference levels"):
+        plotting.ttft_timeline("TP4 x 1", [0.0], [0.1], {str(k): 0.1 * k for k in range(5)})
+    plt.close("all")
+
+
+def test_ttft_models_vs_measured_one_series_per_model_and_family(capsys):
+    import pandas as pd
+
+    meas = pd.DataFrame({"deployment": ["TP4 x 1", "1P-TP8 + 1D-TP8"], "family": ["TP4", "disaggregated"],
+                         "mean_ttft_ms": [1000.0, 2000.0]})
+    fig = plotting.ttft_models_vs_measured(meas, {"mean field": [900.0, 1500.0], "replay": [1100.0, 1900.0]})
+    plotting.figure_summary(fig)
+    out = capsys.readouterr().out
+    for label, pt in (("mean field, TP4", "(1,0.9)"), ("mean field, disaggregated", "(2,1.5)"),
+                      ("replay, TP4", "(1,1.1)"), ("replay, disaggregated", "(2,1.9)")):
+        assert f"line {label}: {pt}" in out
+    assert "[log]" in out and "measured time to first token (s)" in out
+    plt.close("all")

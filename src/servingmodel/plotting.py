@@ -294,9 +294,12 @@ def ttft_timeline(deployment: str, arrival_s, ttft_s, references: dict):
     order = np.argsort(np.asarray(arrival_s, float), kind="stable")
     ax.plot(np.asarray(arrival_s, float)[order], np.asarray(ttft_s, float)[order], ls="none", marker=st["marker"],
             color=st["color"], label=f"{deployment}, replayed requests")
-    greys = np.linspace(0.15, 0.6, max(len(references), 1))
-    for (name, value), g in zip(references.items(), greys):
-        ax.axhline(float(value), color=str(g), ls="--", lw=1, label=name)
+    styles = ["-", "--", "-.", ":"]
+    if len(references) > len(styles):
+        raise ValueError(f"at most {len(styles)} reference levels, got {len(references)}")
+    greys = np.linspace(0.1, 0.5, max(len(references), 1))
+    for (name, value), g, ls in zip(references.items(), greys, styles):
+        ax.axhline(float(value), color=str(g), ls=ls, lw=1.2, label=name)
     ax.set(xlabel="time the request was sent (s)", ylabel="time to first token (s)")
     ax.set_ylim(bottom=0)
     legend_outside(ax)
