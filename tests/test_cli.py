@@ -243,7 +243,7 @@ def test_help_documents_every_input_column_defaults_and_exit_codes(capsys):
     for col in (*cli.REQUIRED, *cli.OPTIONAL):
         assert col in text, col
     for fragment in ("default 1", "bf16 (default)", "aggregated (default)", "llm-d-modelservice",
-                     "maximum-throughput", "ceil(replicas x max_batch)", "exit codes", "reproduce", "profiles"):
+                     "maximum-throughput", "ceil(replicas x max_batch)", "exit codes", "reproduce", "profiles", "--replay", "ttft_model"):
         assert fragment in text, fragment
     assert cli.main(["predict", "--help"]) == 0
     sub = capsys.readouterr().out

@@ -65,6 +65,9 @@ output: every input column unchanged, then
   pred_tpot_ms, pred_max_batch (requests one (decode) instance's KV cache holds), and status:
   `ok`, or why the row has no prediction (e.g. the GPUs cannot hold the weights plus one
   request's KV cache). Rows are never dropped or reordered.
+  pred_ttft_ms is the mean-field model's; with --replay it is the step-level replay's (the
+  book's TTFT model) on aggregated rows with a concurrency, and a column ttft_model after it
+  says which model gave it (replay or mean field).
 
 All numbers are predictions of the model calibrated on the llm-d H100 benchmark
 (data/calibrated_parameters.csv); other GPUs and fp8 use datasheet numbers with the
