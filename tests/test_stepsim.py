@@ -162,3 +162,28 @@ def test_as_prediction_scores_the_replay_like_the_mean_field():
     assert out.loc[0, "pred_ttft_ms"] == 900.0
     with pytest.raises(ValueError, match="same points"):
         stepsim.as_prediction(rep, meas.iloc[:0])
+
+
+def test_a_budget_of_a_whole_prompt_removes_the_straddle():
+    """With room for a whole prompt and the decodes in one step, later prompts no longer span two full steps."""
+    lay = fullmodel.Layout("aggregated", tp=4, replicas=1)
+    default = stepsim.replay_point(MODEL, GPU, 10_000, 1000, lay, 8, STANDALONE, PARAMS)
+    wide = stepsim.replay_point(MODEL, GPU, 10_000, 1000, lay, 8, STANDALONE, PARAMS, max_num_batched_tokens=16_384)
+    assert wide.mean_ttft_s < default.mean_ttft_s
+    lone = stepsim.replay_point(MODEL, GPU, 10_000, 1000, lay, 1, STANDALONE, PARAMS, max_num_batched_tokens=16_384)
+    base = stepsim.replay_point(MODEL, GPU, 10_000, 1000, lay, 1, STANDALONE, PARAMS)
+    # one chunk instead of two: the lone prefill saves one step's fixed cost and nothing else
+    assert base.mean_ttft_s - lone.mean_ttft_s == pytest.approx(PARAMS.step_overhead_s + float(
+        fullmodel.make_instance(MODEL, GPU, 4, 10_000, 1000, STANDALONE, PARAMS, fullmodel.Features()).host_s),
+        rel=1e-6)
+
+
+def test_replay_runs_gives_one_run_per_seed_only_when_routing_is_random():
+    one = stepsim.replay_runs(MODEL, GPU, 10_000, 1000, fullmodel.Layout("aggregated", tp=4, replicas=1), 8,
+                              STANDALONE, PARAMS, seeds=3)
+    many = stepsim.replay_runs(MODEL, GPU, 10_000, 1000, fullmodel.Layout("aggregated", tp=4, replicas=2), 8,
+                               STANDALONE, PARAMS, seeds=3)
+    assert len(one) == 1 and len(many) == 3
+    with pytest.raises(ValueError, match="seeds must be at least 1"):
+        stepsim.replay_runs(MODEL, GPU, 10_000, 1000, fullmodel.Layout("aggregated", tp=4, replicas=2), 8,
+                            STANDALONE, PARAMS, seeds=0)

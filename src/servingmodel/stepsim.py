@@ -75,11 +75,14 @@ def engine_from_instance(instance, max_num_batched_tokens: int, max_num_seqs: in
 
     The KV capacity in tokens is the model's batch limit times the mean
     context it was derived from; the prefill time per token is the lone
-    prefill without its per-chunk step overheads (each replayed step pays its own).
+    prefill without the per-chunk step overheads it was computed with (vLLM's
+    default budget; each replayed step pays its own overhead, whatever
+    ``max_num_batched_tokens`` the replay uses).
     """
     isl, osl = int(instance.isl), int(instance.osl)
     overhead = instance.params.step_overhead_s
-    pf = (float(instance.prefill_s) - float(prefill_chunks(isl, max_num_batched_tokens)) * overhead) / isl
+    default_chunks = float(prefill_chunks(isl, int(constant("max_num_batched_tokens"))))
+    pf = (float(instance.prefill_s) - default_chunks * overhead) / isl
     capacity = float(instance.max_batch) * float(mean_context_tokens(isl, osl))
     max_running = int(min(max_num_seqs, np.floor(capacity / isl) + 1))
     steps = np.asarray(instance.decode_step_s(np.arange(1, max_running + 1, dtype=float)), float)
@@ -299,38 +302,50 @@ def replay(engines, concurrency: int, prompts: int, routing: str = "balanced", s
 
 
 def engines_for(model, gpu, isl: int, osl: int, layout, profile, params, weight_dtype: str = "bf16",
-                kv_dtype: str = "bf16") -> list[Engine]:
+                kv_dtype: str = "bf16", max_num_batched_tokens: int | None = None) -> list[Engine]:
     """One :class:`Engine` per instance of ``layout`` (a P/D layout: all its pods, serving aggregated)."""
     from .fullmodel import Features, make_instance
 
+    budget = int(constant("max_num_batched_tokens") if max_num_batched_tokens is None else max_num_batched_tokens)
     engines = {}
     for tp in set(layout.instance_tps()):
         inst = make_instance(model, gpu, tp, isl, osl, profile, params, Features(), weight_dtype, kv_dtype)
-        engines[tp] = engine_from_instance(inst, int(constant("max_num_batched_tokens")),
-                                           int(constant("max_num_seqs")))
+        engines[tp] = engine_from_instance(inst, budget, int(constant("max_num_seqs")))
     return [engines[tp] for tp in layout.instance_tps()]
 
 
-def replay_point(model, gpu, isl: int, osl: int, layout, concurrency: int, profile, params,
-                 seeds: int | None = None, weight_dtype: str = "bf16", kv_dtype: str = "bf16") -> RunResult:
-    """Replay the benchmark at one point, as the harness ran it (``prompts_per_slot`` x C prompts).
+def replay_runs(model, gpu, isl: int, osl: int, layout, concurrency: int, profile, params, seeds: int | None = None,
+                weight_dtype: str = "bf16", kv_dtype: str = "bf16",
+                max_num_batched_tokens: int | None = None) -> list[RunResult]:
+    """Replay the benchmark at one point, as the harness ran it (``prompts_per_slot`` x C prompts), once per seed.
 
-    With more than one instance the routing draws random numbers, so the
-    result is averaged over ``seeds`` replays (``replay_seeds`` of
-    ``data/parameters.csv`` by default); the per-request record is the first replay's.
+    With one instance nothing is random and there is one run; with more, the
+    routing draws random numbers and there are ``seeds`` runs (``replay_seeds``
+    of ``data/parameters.csv`` by default). ``max_num_batched_tokens``
+    overrides vLLM's token budget per step (chapter 08 varies it).
     """
     if concurrency < 1 or int(concurrency) != concurrency:
         raise ValueError(f"concurrency must be a whole number of at least 1, got {concurrency!r}")
-    engines = engines_for(model, gpu, isl, osl, layout, profile, params, weight_dtype, kv_dtype)
+    engines = engines_for(model, gpu, isl, osl, layout, profile, params, weight_dtype, kv_dtype,
+                          max_num_batched_tokens)
     prompts = int(constant("prompts_per_slot")) * int(concurrency)
     n = 1 if len(engines) == 1 else int(seeds if seeds is not None else constant("replay_seeds"))
     if n < 1:
         raise ValueError(f"seeds must be at least 1, got {seeds!r}")
-    runs = [replay(engines, int(concurrency), prompts, profile.routing, seed=s) for s in range(n)]
+    return [replay(engines, int(concurrency), prompts, profile.routing, seed=s) for s in range(n)]
+
+
+def replay_point(model, gpu, isl: int, osl: int, layout, concurrency: int, profile, params,
+                 seeds: int | None = None, weight_dtype: str = "bf16", kv_dtype: str = "bf16",
+                 max_num_batched_tokens: int | None = None) -> RunResult:
+    """:func:`replay_runs` averaged over its seeds; the per-request record is the first run's."""
+    runs = replay_runs(model, gpu, isl, osl, layout, concurrency, profile, params, seeds, weight_dtype, kv_dtype,
+                       max_num_batched_tokens)
     first = runs[0]
     return RunResult(float(np.mean([r.output_tok_s for r in runs])), float(np.mean([r.mean_ttft_s for r in runs])),
                      float(np.mean([r.mean_tpot_s for r in runs])), float(np.mean([r.duration_s for r in runs])),
-                     prompts, int(round(np.mean([r.preemptions for r in runs]))), first.arrival_s, first.ttft_s)
+                     first.requests, int(round(np.mean([r.preemptions for r in runs]))), first.arrival_s,
+                     first.ttft_s)
 
 
 def replay_measurements(meas, params, seeds: int | None = None):
