@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from servingmodel import calibrate, fullmodel, stepsim
 from servingmodel.specs import get_gpu, get_model, get_profile
@@ -187,3 +189,22 @@ def test_replay_runs_gives_one_run_per_seed_only_when_routing_is_random():
     with pytest.raises(ValueError, match="seeds must be at least 1"):
         stepsim.replay_runs(MODEL, GPU, 10_000, 1000, fullmodel.Layout("aggregated", tp=4, replicas=2), 8,
                             STANDALONE, PARAMS, seeds=0)
+
+
+@settings(max_examples=60, deadline=None)
+@given(isl=st.integers(1, 400), osl=st.integers(2, 60), budget=st.integers(1, 500), clients=st.integers(1, 12),
+       per_client=st.integers(1, 4), extra_cache=st.integers(0, 3000), instances=st.integers(1, 3),
+       routing=st.sampled_from(stepsim.ROUTINGS))
+def test_every_replay_completes_every_request_and_respects_the_physics(isl, osl, budget, clients, per_client,
+                                                                      extra_cache, instances, routing):
+    e = toy(isl=isl, osl=osl, budget=budget, capacity=isl + osl + extra_cache)
+    prompts = clients * per_client
+    run = stepsim.replay([e] * instances, clients, prompts, routing=routing, seed=7)
+    assert run.requests == prompts and len(run.ttft_s) == prompts
+    # no first token before the prompt's own tokens were computed
+    assert np.all(run.ttft_s >= isl * e.prefill_s_per_token - 1e-12)
+    assert run.mean_tpot_s >= e.decode_step_s[1] - 1e-12
+    assert run.output_tok_s * run.duration_s == pytest.approx(prompts * osl)
+    # the instances together cannot prefill faster than their compute allows
+    assert run.duration_s * instances >= prompts * isl * e.prefill_s_per_token - 1e-9
+    assert run.preemptions >= 0
