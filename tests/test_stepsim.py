@@ -208,3 +208,20 @@ def test_every_replay_completes_every_request_and_respects_the_physics(isl, osl,
     # the instances together cannot prefill faster than their compute allows
     assert run.duration_s * instances >= prompts * isl * e.prefill_s_per_token - 1e-9
     assert run.preemptions >= 0
+
+
+def test_step_time_is_the_decode_step_plus_the_prompt_tokens():
+    e = toy()
+    assert e.step_s(0, 100) == pytest.approx(0.005 + 0.1)
+    assert e.step_s(3, 0) == pytest.approx(0.01)
+    assert e.step_s(3, 50) == pytest.approx(0.01 + 0.05)
+    with pytest.raises(ValueError, match="n_decode"):
+        e.step_s(9, 0)
+
+
+def test_ttft_by_arrival_orders_the_record_by_send_time():
+    e = toy(isl=100, budget=101)
+    run = stepsim.replay([e], 3, 6)
+    t = run.ttft_by_arrival_s()
+    assert sorted(t.tolist()) == sorted(run.ttft_s.tolist())
+    assert t[:3].tolist() == pytest.approx([0.106, 0.216, 0.325])  # the first wave, in the order it was sent

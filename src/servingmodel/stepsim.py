@@ -69,6 +69,14 @@ class Engine:
         if self.max_running < 1 or len(self.decode_step_s) != self.max_running + 1:
             raise ValueError("decode_step_s must give the step time for every batch 0 .. max_running")
 
+    def step_s(self, n_decode: int, n_prompt_tokens: int) -> float:
+        """Duration of one step with ``n_decode`` decoding requests and ``n_prompt_tokens`` prompt tokens."""
+        if not 0 <= n_decode <= self.max_running or n_prompt_tokens < 0:
+            raise ValueError(f"need 0 <= n_decode <= {self.max_running} and n_prompt_tokens >= 0, "
+                             f"got {n_decode}, {n_prompt_tokens}")
+        base = self.decode_step_s[n_decode] if n_decode else self.idle_step_s
+        return base + n_prompt_tokens * self.prefill_s_per_token
+
 
 def engine_from_instance(instance, max_num_batched_tokens: int, max_num_seqs: int) -> Engine:
     """The replay's view of a scalar :class:`servingmodel.fullmodel.Instance`.
@@ -102,6 +110,10 @@ class RunResult:
     preemptions: int
     arrival_s: np.ndarray  # per request, in order of completion
     ttft_s: np.ndarray
+
+    def ttft_by_arrival_s(self) -> np.ndarray:
+        """Each request's TTFT in the order the requests were sent (ties in completion order)."""
+        return self.ttft_s[np.argsort(self.arrival_s, kind="stable")]
 
 
 class _Request:
@@ -180,8 +192,7 @@ class _Instance:
         nd = len(decoding)
         prefill_tokens = sum(r.chunk for r in self.running if r.prefill_left > 0)
         if prefill_tokens:
-            step = (e.decode_step_s[nd] if nd else e.idle_step_s) + prefill_tokens * e.prefill_s_per_token
-            self.segment = ("mixed", self.now_s, step, 1)
+            self.segment = ("mixed", self.now_s, e.step_s(nd, prefill_tokens), 1)
         elif nd:
             steps = min(e.osl - r.generated for r in decoding)
             room = int((e.kv_capacity_tokens - self.used_tokens) // nd)
