@@ -72,8 +72,12 @@ def test_calibrated_params_reports_a_missing_parameter(tmp_path):
         calibrate.calibrated_params(path)
 
 
-def test_cross_validation_has_one_row_per_family(meas):
-    cv = calibrate.cross_validate(meas)
+@pytest.fixture(scope="module")
+def cv(meas):
+    return calibrate.cross_validate(meas)
+
+
+def test_cross_validation_has_one_row_per_family(meas, cv):
     assert list(cv["held_out"]) == list(dict.fromkeys(meas["family"]))
     assert (cv["median_abs_rel_err"] > 0).all() and (cv["p90_abs_rel_err"] >= cv["median_abs_rel_err"]).all()
 
@@ -91,10 +95,51 @@ def test_ladder_rungs_in_order_and_calibration_best(meas, fitted):
     assert np.isnan(overall.loc[ladder.CRUDE, "ttft_median"])
 
 
-def test_cross_validation_reports_each_refit(meas):
-    cv = calibrate.cross_validate(meas)
+def test_cross_validation_reports_each_refit(cv):
     for name in fullmodel.FITTED_PARAMETERS:
         assert cv[name].notna().all() and (cv[name + "_stderr"] > 0).all()
+
+
+def test_prior_residuals_by_hand():
+    x = [0.9, 0.6, 0.6, 1e-5, 6.0, 1e-3]
+    r = calibrate.prior_residuals(x, {"memory_reserve_gib": (5.0, 2.0)}, noise=0.1)
+    assert r == pytest.approx([0.1 * (6.0 - 5.0) / 2.0])
+    with pytest.raises(ValueError, match="unknown parameter"):
+        calibrate.prior_residuals(x, {"step_overhead_s": (0.0, 1.0)}, noise=0.1)
+    with pytest.raises(ValueError, match="must be positive"):
+        calibrate.prior_residuals(x, {"memory_reserve_gib": (5.0, 0.0)}, noise=0.1)
+
+
+def test_the_sourced_prior_is_the_reserve_only():
+    facts = parameter_facts()
+    assert calibrate.sourced_priors() == {"memory_reserve_gib": (facts["memory_reserve_gib"].nominal,
+                                                                 facts["memory_reserve_gib"].prior_sd)}
+
+
+def test_prior_barely_moves_the_full_fit(meas, fitted):
+    bare = calibrate.fit(meas, priors={})
+    assert bare.priors == {} and fitted.priors == calibrate.sourced_priors()
+    for name in fullmodel.FITTED_PARAMETERS:
+        assert abs(getattr(fitted.params, name) - getattr(bare.params, name)) < 0.5 * bare.stderr[name], name
+
+
+def test_prior_pins_the_reserve_where_the_data_do_not(meas, cv):
+    """Without TP2 the reserve is barely identified; the prior pulls it to its source and shrinks its error."""
+    sens = calibrate.prior_sensitivity(meas, "TP2", "memory_reserve_gib", [1.0, np.inf])
+    with_prior, without = sens.iloc[0], sens.iloc[1]
+    nominal = parameter_facts()["memory_reserve_gib"].nominal
+    assert abs(with_prior["value"] - nominal) < abs(without["value"] - nominal)
+    assert with_prior["stderr"] < without["stderr"]
+    tp2 = cv.set_index("held_out").loc["TP2"]
+    assert tp2["memory_reserve_gib"] == pytest.approx(with_prior["value"], rel=1e-6)
+    assert tp2["median_abs_rel_err"] == pytest.approx(with_prior["median_abs_rel_err"], rel=1e-6)
+
+
+def test_prior_sensitivity_rejects_unknown_names(meas):
+    with pytest.raises(ValueError, match="unknown family"):
+        calibrate.prior_sensitivity(meas, "TP16", "memory_reserve_gib", [1.0])
+    with pytest.raises(ValueError, match="not a fitted parameter"):
+        calibrate.prior_sensitivity(meas, "TP2", "link_efficiency", [1.0])
 
 
 def test_model_curves_cover_every_deployment(meas, fitted):

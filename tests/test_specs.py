@@ -120,6 +120,21 @@ def test_non_numeric_fact_is_refused(tmp_path):
         specs.get_gpu("H100", data_dir=data)
 
 
+@pytest.mark.parametrize("name, value, message", [
+    ("memory_reserve_gib", "wide", "not a number"),
+    ("memory_reserve_gib", "-1", "must be positive"),
+    ("step_overhead_s", "0.001", "only a fitted parameter"),
+])
+def test_bad_prior_is_refused(tmp_path, name, value, message):
+    data = copy_data(tmp_path)
+    frame = pd.read_csv(data / "parameters.csv", dtype=str, keep_default_na=False)
+    frame.loc[frame["name"] == name, "prior_sd"] = value
+    frame.to_csv(data / "parameters.csv", index=False)
+    with pytest.raises(SpecError, match=message) as info:
+        specs.parameter_facts(data_dir=data)
+    assert "parameters.csv" in str(info.value) and "prior_sd" in str(info.value)
+
+
 def test_missing_facts_file(tmp_path):
     with pytest.raises(SpecError, match="not found"):
         specs.get_gpu("H100", data_dir=tmp_path)

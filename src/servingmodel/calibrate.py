@@ -10,7 +10,10 @@ loaded points alone cannot tell them apart; the lone prefills can (chapter 09).
 The TTFTs under load are not fitted: they are the out-of-sample check of the
 step-level replay (chapter 08). Bounds are the plausible ranges of
 ``data/parameters.csv``; the fit reports whether any parameter ended at a
-bound, and an uncertainty for each from the Jacobian.
+bound, and an uncertainty for each from the Jacobian. A parameter with a
+``prior_sd`` there (the memory reserve) also gets a weak Gaussian prior at its
+sourced value, which matters only where the data leave it unidentified, as
+when the TP2 family is held out.
 """
 
 from __future__ import annotations
@@ -39,6 +42,8 @@ class FitResult:
     n_residuals: int
     nfev: int
     success: bool
+    noise: float = float("nan")  # residual scale of the fit without priors (the priors' weight)
+    priors: dict = dataclasses.field(default_factory=dict)  # name -> (mean, sd) used
 
 
 def parameter_bounds() -> tuple[np.ndarray, np.ndarray]:
@@ -62,23 +67,64 @@ def residuals(pred: pd.DataFrame, meas: pd.DataFrame, latency_weight: float = LA
     return np.where(np.isfinite(out), out, 10.0)  # a point the model cannot serve counts as a large miss
 
 
+def sourced_priors() -> dict:
+    """Name -> (mean, standard deviation) of every fitted parameter with a prior in ``data/parameters.csv``."""
+    facts = parameter_facts()
+    return {n: (facts[n].nominal, facts[n].prior_sd) for n in FITTED_PARAMETERS if facts[n].prior_sd is not None}
+
+
+def prior_residuals(x, priors: dict, noise: float) -> np.ndarray:
+    """One residual per prior: ``noise`` x (value - mean) / sd.
+
+    A prior counts as one more measurement of its parameter. Scaling by the
+    data's own residual scale ``noise`` keeps the squared sum a (scaled)
+    negative log posterior: with perfect data the prior has no weight at all.
+    """
+    values = dict(zip(FITTED_PARAMETERS, x))
+    unknown = sorted(set(priors) - set(FITTED_PARAMETERS))
+    if unknown:
+        raise ValueError(f"prior on unknown parameter(s) {unknown}; fitted ones: {', '.join(FITTED_PARAMETERS)}")
+    out = []
+    for name, (mean, sd) in priors.items():
+        if not (np.isfinite(sd) and sd > 0):
+            raise ValueError(f"prior standard deviation of {name} must be positive, got {sd!r}")
+        out.append(noise * (values[name] - mean) / sd)
+    return np.array(out, float)
+
+
 def fit(meas: pd.DataFrame, start: ModelParams | None = None, features: Features = Features(),
-        latency_weight: float = LATENCY_WEIGHT, ttft_weight: float = TTFT_WEIGHT) -> FitResult:
-    """Fit the global parameters (:data:`FITTED_PARAMETERS`) to the measurements ``meas`` (deterministic)."""
+        latency_weight: float = LATENCY_WEIGHT, ttft_weight: float = TTFT_WEIGHT,
+        priors: dict | None = None) -> FitResult:
+    """Fit the global parameters (:data:`FITTED_PARAMETERS`) to the measurements ``meas`` (deterministic).
+
+    ``priors`` maps a parameter to (mean, sd); None takes the sourced ones
+    (:func:`sourced_priors`), ``{}`` fits without any. With priors the fit runs
+    twice: once without, to measure the data's residual scale, then with the
+    priors weighted by that scale (:func:`prior_residuals`).
+    """
     start = start or ModelParams.nominal()
+    priors = sourced_priors() if priors is None else dict(priors)
     lo, hi = parameter_bounds()
     scale = hi - lo
 
-    def fun(z):
+    def data_residuals(z):
         p = start.with_fitted(lo + z * scale)
         return residuals(predict_measurements(meas, p, features), meas, latency_weight, ttft_weight)
 
+    def solve(fun, z0):
+        return least_squares(fun, z0, bounds=(0.0, 1.0), x_scale=1.0, diff_step=1e-4, xtol=1e-10, ftol=1e-10,
+                             method="trf")
+
     z0 = np.clip((start.fitted_vector() - lo) / scale, 0.02, 0.98)
-    sol = least_squares(fun, z0, bounds=(0.0, 1.0), x_scale=1.0, diff_step=1e-4, xtol=1e-10, ftol=1e-10,
-                        method="trf")
+    sol = solve(data_residuals, z0)
+    n_data = sol.fun.size
+    noise = float(np.sqrt(2 * sol.cost / max(n_data - len(z0), 1)))
+    if priors:
+        sol = solve(lambda z: np.concatenate([data_residuals(z), prior_residuals(lo + z * scale, priors, noise)]),
+                    sol.x)
     x = lo + sol.x * scale
     params = start.with_fitted(x)
-    dof = max(sol.fun.size - len(x), 1)
+    dof = max(n_data - len(x), 1)
     s2 = 2 * sol.cost / dof
     jac = sol.jac / scale[None, :]
     try:
@@ -87,8 +133,8 @@ def fit(meas: pd.DataFrame, start: ModelParams | None = None, features: Features
     except np.linalg.LinAlgError:
         err = np.full(len(x), np.nan)
     at_bound = tuple(n for n, z in zip(FITTED_PARAMETERS, sol.x) if z < BOUND_TOLERANCE or z > 1 - BOUND_TOLERANCE)
-    return FitResult(params, dict(zip(FITTED_PARAMETERS, err)), at_bound, float(sol.cost), int(sol.fun.size),
-                     int(sol.nfev), bool(sol.success))
+    return FitResult(params, dict(zip(FITTED_PARAMETERS, err)), at_bound, float(sol.cost), int(n_data),
+                     int(sol.nfev), bool(sol.success), noise, priors)
 
 
 def parameter_table(result: FitResult) -> pd.DataFrame:
@@ -103,27 +149,55 @@ def parameter_table(result: FitResult) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+def throughput_errors(meas: pd.DataFrame, params: ModelParams) -> np.ndarray:
+    """Absolute relative error of the predicted output throughput at each point of ``meas``."""
+    pred = predict_measurements(meas, params)
+    return np.abs(pred["pred_output_tok_s"].to_numpy(float) / meas["output_tok_s"].to_numpy(float) - 1)
+
+
 def cross_validate(meas: pd.DataFrame, start: ModelParams | None = None,
-                   latency_weight: float = LATENCY_WEIGHT) -> pd.DataFrame:
+                   latency_weight: float = LATENCY_WEIGHT, priors: dict | None = None) -> pd.DataFrame:
     """Leave one family out: refit without it, then predict it. One row per held-out family.
 
     Columns: ``held_out``, ``points``, ``median_abs_rel_err`` and ``p90_abs_rel_err``
     of throughput on the held-out family, ``at_bound``, and each fitted
-    parameter of the refit with its ``<name>_stderr``.
+    parameter of the refit with its ``<name>_stderr``. ``priors`` as in :func:`fit`.
     """
     rows = []
     for fam in list(dict.fromkeys(meas["family"])):
         train = meas[meas["family"] != fam]
         test = meas[meas["family"] == fam]
-        res = fit(train, start, latency_weight=latency_weight)
-        pred = predict_measurements(test, res.params)
-        err = np.abs(pred["pred_output_tok_s"].to_numpy(float) / test["output_tok_s"].to_numpy(float) - 1)
+        res = fit(train, start, latency_weight=latency_weight, priors=priors)
+        err = throughput_errors(test, res.params)
         row = {"held_out": fam, "points": len(test), "median_abs_rel_err": float(np.median(err)),
                "p90_abs_rel_err": float(np.quantile(err, 0.9)), "at_bound": ", ".join(res.at_bound)}
         for n in FITTED_PARAMETERS:
             row[n] = getattr(res.params, n)
             row[n + "_stderr"] = res.stderr[n]
         rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def prior_sensitivity(meas: pd.DataFrame, family: str, name: str, sds, start: ModelParams | None = None
+                      ) -> pd.DataFrame:
+    """Hold ``family`` out and refit with a prior on ``name`` of each standard deviation in ``sds``.
+
+    The prior's mean is the sourced nominal value; ``np.inf`` means no prior.
+    Columns: ``prior_sd``, the refit ``value`` and its ``stderr``, and the
+    held-out family's ``median_abs_rel_err`` and ``p90_abs_rel_err``.
+    """
+    if family not in set(meas["family"]):
+        raise ValueError(f"unknown family {family!r}; known: {', '.join(dict.fromkeys(meas['family']))}")
+    mean = parameter_facts()[name].nominal if name in FITTED_PARAMETERS else None
+    if mean is None:
+        raise ValueError(f"{name!r} is not a fitted parameter; fitted ones: {', '.join(FITTED_PARAMETERS)}")
+    train, test = meas[meas["family"] != family], meas[meas["family"] == family]
+    rows = []
+    for sd in sds:
+        res = fit(train, start, priors={} if np.isinf(sd) else {name: (mean, float(sd))})
+        err = throughput_errors(test, res.params)
+        rows.append({"prior_sd": float(sd), "value": getattr(res.params, name), "stderr": res.stderr[name],
+                     "median_abs_rel_err": float(np.median(err)), "p90_abs_rel_err": float(np.quantile(err, 0.9))})
     return pd.DataFrame(rows)
 
 

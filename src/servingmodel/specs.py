@@ -115,7 +115,11 @@ class Profile:
 
 @dataclass(frozen=True)
 class ParameterFact:
-    """One model parameter: its nominal (sourced) value, plausible range and source."""
+    """One model parameter: its nominal (sourced) value, plausible range and source.
+
+    ``prior_sd`` (fitted parameters only, else None) makes the nominal value a
+    Gaussian prior of that standard deviation in the calibration.
+    """
 
     name: str
     nominal: float
@@ -124,6 +128,7 @@ class ParameterFact:
     unit: str
     fitted: bool
     source: str
+    prior_sd: float | None = None
 
 
 def check_dtype(dtype: str) -> str:
@@ -272,7 +277,7 @@ def _parameter_table(path: Path) -> dict[str, ParameterFact]:
     if not path.exists():
         raise SpecError(f"{path}: parameter file not found")
     df = pd.read_csv(path, dtype=str, keep_default_na=False)
-    needed = ["name", "nominal", "low", "high", "unit", "fitted", "source"]
+    needed = ["name", "nominal", "low", "high", "unit", "fitted", "prior_sd", "source"]
     if list(df.columns) != needed:
         raise SpecError(f"{path.name}: columns must be {needed}, got {list(df.columns)}")
     out = {}
@@ -291,7 +296,18 @@ def _parameter_table(path: Path) -> dict[str, ParameterFact]:
             raise SpecError(f"{path.name}, row {row}: nominal {nominal} outside its range [{low}, {high}]")
         if r["fitted"] not in ("yes", "no"):
             raise SpecError(f"{path.name}, row {row}, column 'fitted': must be yes or no")
-        out[name] = ParameterFact(name, nominal, low, high, r["unit"], r["fitted"] == "yes", r["source"].strip())
+        prior_sd = None
+        if r["prior_sd"].strip():
+            try:
+                prior_sd = float(r["prior_sd"])
+            except ValueError:
+                raise SpecError(f"{path.name}, row {row}, column 'prior_sd': not a number: {r['prior_sd']!r}") from None
+            if not (math.isfinite(prior_sd) and prior_sd > 0):
+                raise SpecError(f"{path.name}, row {row}, column 'prior_sd': must be positive, got {prior_sd}")
+            if r["fitted"] != "yes":
+                raise SpecError(f"{path.name}, row {row}, column 'prior_sd': only a fitted parameter can have a prior")
+        out[name] = ParameterFact(name, nominal, low, high, r["unit"], r["fitted"] == "yes", r["source"].strip(),
+                                  prior_sd)
     return out
 
 
