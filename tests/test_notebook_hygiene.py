@@ -80,3 +80,18 @@ def test_no_error_or_stderr_outputs(path):
                 text = "".join(out.get("text", ""))
                 bad.append(f"cell {index}: stderr: {text.strip()[:200]}")
     assert not bad, f"{path.name} has error or stderr outputs:\n  " + "\n  ".join(bad)
+
+
+def test_normaliser_merges_split_streams_only():
+    sys.path.insert(0, str(ROOT / "tools"))
+    try:
+        import normalize_notebooks
+    finally:
+        sys.path.pop(0)
+    outs = [{"output_type": "stream", "name": "stdout", "text": ["a\n", "b"]},
+            {"output_type": "stream", "name": "stdout", "text": "\n"},
+            {"output_type": "stream", "name": "stderr", "text": "warn\n"},
+            {"output_type": "stream", "name": "stdout", "text": "c\n"}]
+    merged = normalize_notebooks._coalesce_streams([dict(o) for o in outs])
+    assert [o["name"] for o in merged] == ["stdout", "stderr", "stdout"]
+    assert "".join(merged[0]["text"]) == "a\nb\n"

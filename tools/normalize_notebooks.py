@@ -14,6 +14,8 @@ What it changes:
 * cell metadata: keeps only ``tags`` (``remove-cell``, ``hide-input``,
   ``raises-exception``, ``nbval-*`` ...) and ``mystnb`` (figure captions and
   names); drops ``execution`` timings, ``collapsed``, ``scrolled``, ...;
+* consecutive stream outputs of one stream are merged (their split depends on
+  timing; nbval merges them too before comparing);
 * text is written the way nbformat writes it (sorted keys, indent 1,
   multi-line strings split into lists of lines).
 
@@ -68,6 +70,23 @@ def _split_bundle(bundle: dict) -> None:
             bundle[key] = _split(value)
 
 
+def _coalesce_streams(outputs: list) -> list:
+    """Merge consecutive stream outputs of the same stream (as nbval does before comparing).
+
+    How a kernel splits printed text into messages depends on timing, so the
+    split itself is noise.
+    """
+    merged: list = []
+    for out in outputs:
+        prev = merged[-1] if merged else None
+        if (out.get("output_type") == "stream" and prev is not None and prev.get("output_type") == "stream"
+                and prev.get("name") == out.get("name")):
+            prev["text"] = "".join(prev["text"]) + "".join(out.get("text", ""))
+        else:
+            merged.append(out)
+    return merged
+
+
 def normalize(nb: dict) -> dict:
     """Return a normalised deep copy of the notebook JSON ``nb``."""
     nb = copy.deepcopy(nb)
@@ -88,6 +107,7 @@ def normalize(nb: dict) -> dict:
             cell.pop("outputs", None)
             cell.pop("execution_count", None)
             continue
+        cell["outputs"] = _coalesce_streams(cell.get("outputs", []))
         for out in cell.get("outputs", []):
             otype = out.get("output_type")
             if otype == "stream":
