@@ -12,6 +12,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from servingmodel import deployment
+from servingmodel.measurements import load_measurements
 from servingmodel.roofline import per_user_tok_s
 from servingmodel.specs import get_profile
 
@@ -134,3 +135,31 @@ def test_random_routing_never_beats_balanced_for_a_concave_instance(c, r, shape)
     rnd = deployment.random_routing_throughput(c, r, tok)
     bal = float(deployment.balanced_throughput(c, r, tok))
     assert rnd <= bal * (1 + 1e-9)
+
+
+def test_time_per_token_at_the_per_instance_load_by_hand():
+    n, t = deployment.per_instance_time_per_token_s([100.0, 50.0], [8, 1], [4, 2])
+    # 8 requests on 4 instances: 2 each, each busy instance gives 25 tok/s, so 2 / 25 s per token
+    # 1 request on 2 instances: one busy instance, 1 / 50 s per token
+    assert list(n) == [2.0, 1.0] and t == pytest.approx([0.08, 0.02])
+
+
+@pytest.mark.parametrize("x, c, r", [(0.0, 8, 1), (10.0, 0, 1), (10.0, 8, 0), (np.nan, 8, 1)])
+def test_time_per_token_refuses_non_physical_input(x, c, r):
+    with pytest.raises(ValueError, match="positive"):
+        deployment.per_instance_time_per_token_s(x, c, r)
+
+
+def test_paired_excess_matches_per_instance_load():
+    meas = load_measurements()
+    same = deployment.paired_excess(meas, "TP4 x 1", "TP4 x 1")
+    assert (same["excess_s"] == 0).all() and len(same) == 6
+    tp8 = deployment.paired_excess(meas, "TP8 x 1", "1P-TP8 + 1D-TP8")
+    # one TP8 pod against two: equal loads at 1 (a lone request), 32, 64 and 128 requests per pod
+    assert list(tp8["per_instance_concurrency"]) == [1.0, 32.0, 64.0, 128.0]
+    row = tp8.iloc[1]
+    x = meas.set_index(["deployment", "concurrency"])["output_tok_s"]
+    assert row["time_per_token_s"] == pytest.approx(32 / x[("TP8 x 1", 32)])
+    assert row["reference_time_per_token_s"] == pytest.approx(64 / x[("1P-TP8 + 1D-TP8", 64)])
+    with pytest.raises(ValueError, match="unknown deployment 'TP16 x 1'"):
+        deployment.paired_excess(meas, "TP16 x 1", "TP8 x 1")

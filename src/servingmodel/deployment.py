@@ -107,3 +107,47 @@ def implied_penalty_per_process_s(excess_s, tp, cpu_cores, processes_besides_wor
     e = np.asarray(excess_s, float)
     with np.errstate(divide="ignore", invalid="ignore"):
         return np.where(over > 0, e / np.where(over > 0, over, 1.0), np.nan)
+
+
+def per_instance_time_per_token_s(output_tok_s, concurrency, instances):
+    """Closed-loop time per output token of one request, at the per-instance load.
+
+    With C requests spread over R instances, min(C, R) instances are busy with
+    n = max(C / R, 1) requests each; a busy instance delivers
+    ``output_tok_s / min(C, R)``, so each of its requests gets a token every
+    n x min(C, R) / ``output_tok_s`` seconds (its prefill included).
+    Returns (n, seconds per token).
+    """
+    x = np.asarray(output_tok_s, float)
+    c = np.asarray(concurrency, float)
+    r = np.asarray(instances, float)
+    if np.any(~(x > 0)) or np.any(~(c >= 1)) or np.any(~(r >= 1)):
+        raise ValueError("output_tok_s must be positive, concurrency and instances at least 1")
+    n = np.maximum(c / r, 1.0)
+    return n, n * np.minimum(c, r) / x
+
+
+def paired_excess(meas, deployment: str, reference: str):
+    """Measured time per output token of ``deployment`` minus ``reference`` at equal per-instance load.
+
+    A model-free look at what a pod's setting costs (hypothesis H5): rows are
+    the per-instance concurrencies both deployments were measured at, with
+    each one's time per token and the difference, all in seconds.
+    """
+    import pandas as pd
+
+    from .fullmodel import layout_of
+
+    tables = []
+    for name in (deployment, reference):
+        rows = meas[meas["deployment"] == name]
+        if rows.empty:
+            known = ", ".join(dict.fromkeys(meas["deployment"]))
+            raise ValueError(f"unknown deployment {name!r}; measured ones: {known}")
+        instances = len(layout_of(rows.iloc[0]).instance_tps())
+        n, t = per_instance_time_per_token_s(rows["output_tok_s"], rows["concurrency"], instances)
+        tables.append(pd.Series(t, index=pd.Index(n, name="per_instance_concurrency")))
+    both = pd.concat(tables, axis=1, keys=["time_per_token_s", "reference_time_per_token_s"], join="inner")
+    both = both.sort_index()
+    both["excess_s"] = both["time_per_token_s"] - both["reference_time_per_token_s"]
+    return both.reset_index()
