@@ -116,3 +116,42 @@ def test_ttft_models_vs_measured_one_series_per_model_and_family(capsys):
         assert f"line {label}: {pt}" in out
     assert "[log]" in out and "measured time to first token (s)" in out
     plt.close("all")
+
+
+def test_roles_fix_the_style_and_draw_records_the_data(capsys):
+    fig, ax = plotting.new_figure()
+    plotting.draw(ax, [1, 2], [3, 4], "TP4 x 1 measured", role="measured", deployment="TP4 x 1")
+    plotting.draw(ax, [1, 2], [3.5, 4.5], "model", role="model", deployment="TP4 x 1")
+    plotting.draw(ax, [1, 2], [1, 1], "cloud", role="cloud", series=2)
+    plotting.reference(ax, 2.0, "limit", axis="x")
+    plotting.finish(ax, xlabel="x (unit)", ylabel="y (unit)", log_x=True, xticks=[1, 2])
+    measured, model, limit = ax.lines
+    assert measured.get_linestyle() == "None" and measured.get_marker() == "s"  # TP4's marker, no line
+    assert model.get_marker() in ("", "None") and model.get_color() == measured.get_color()
+    assert limit.get_color() == plotting.REFERENCE_COLOR and limit.get_linestyle() == "--"
+    assert ax.get_xscale() == "log" and ax.get_ylim()[0] == 0 and ax.get_legend() is not None
+    plotting.figure_summary(fig)
+    out = capsys.readouterr().out
+    assert "x=x (unit) [log] y=y (unit) [linear]" in out
+    assert "line TP4 x 1 measured: (1,3) (2,4)" in out and "points cloud: (1,1) (2,1)" in out
+
+
+@pytest.mark.parametrize("call, message", [
+    (lambda ax: plotting.draw(ax, [1], [1], "a", role="dashed"), "unknown role"),
+    (lambda ax: plotting.reference(ax, 1.0, "a", axis="z"), "axis must be"),
+    (lambda ax: plotting.finish(ax, xlabel="", ylabel="", legend="left"), "legend must be"),
+    (lambda ax: plotting.series_color(-1), "non-negative"),
+])
+def test_plotting_helpers_refuse_unknown_options(call, message):
+    fig, ax = plotting.new_figure()
+    with pytest.raises(ValueError, match=message):
+        call(ax)
+
+
+def test_bars_one_colour_per_deployment(capsys):
+    fig, ax = plotting.new_figure()
+    plotting.bars(ax, ["TP2", "TP4"], [10.0, 20.0], deployments=["TP2 x 1", "TP4 x 1"])
+    colours = {tuple(p.get_facecolor()) for p in ax.patches}
+    assert len(colours) == 2 and [t.get_text() for t in ax.get_xticklabels()] == ["TP2", "TP4"]
+    plotting.figure_summary(fig)
+    assert "bars: (0,10) (1,20)" in capsys.readouterr().out

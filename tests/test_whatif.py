@@ -211,3 +211,38 @@ def test_a_100000_scenario_sweep_is_one_vectorised_call():
                       isl=rng.integers(100, 20000, n), osl=rng.integers(2, 4000, n))
     assert len(df) == n
     assert df.loc[df["fits"], "output_tok_s"].gt(0).all()
+
+
+def test_served_aggregated_sweep_equals_predict_aggregated_point_by_point():
+    g, p = specs.get_gpu("H100"), specs.get_profile("llm-d-modelservice")
+    df = whatif.sweep_served_aggregated(MODEL, g, p, PARAMS, p_tp=[4, 4, 8], p_replicas=[1, 2, 1], d_tp=[4, 8, 8],
+                                        d_replicas=[3, 1, 1], concurrency=[8, 64, 256], isl=10_000, osl=1_000)
+    assert list(df.columns) == whatif.SWEEP_COLUMNS and df["fits"].all()
+    assert list(df["deployment"]) == ["1P-TP4 + 3D-TP4", "2P-TP4 + 1D-TP8", "1P-TP8 + 1D-TP8"]
+    assert list(df["num_gpus"]) == [16, 16, 16]
+    for r in df.itertuples():
+        lay = Layout("disaggregated", p_tp=r.p_tp, p_replicas=r.p_replicas, d_tp=r.d_tp, d_replicas=r.d_replicas)
+        want = fullmodel.predict_aggregated(MODEL, g, 10_000, 1_000, lay, float(r.concurrency), p, PARAMS)
+        assert r.tok_s_per_gpu == pytest.approx(want.tok_s_per_gpu, rel=1e-12)
+        assert r.tpot_ms == pytest.approx(1e3 * want.tpot_s, rel=1e-12)
+    with pytest.raises(ValueError, match="concurrency is required"):
+        whatif.sweep_served_aggregated(MODEL, g, p, PARAMS, p_tp=4, p_replicas=1, d_tp=4, d_replicas=3,
+                                       concurrency=None, isl=10_000, osl=1_000)
+
+
+def test_pool_ceilings_bound_true_disaggregation():
+    g, p = specs.get_gpu("H100"), specs.get_profile("llm-d-modelservice")
+    layouts = [(4, 1, 4, 3), (4, 3, 4, 1)]
+    ceil = whatif.pool_ceilings(MODEL, g, p, PARAMS, layouts=layouts, isl=10_000, osl=1_000).set_index("deployment")
+    # one prefill pod feeds less than three decode pods can serve, and the other way round
+    assert ceil.loc["1P-TP4 + 3D-TP4", "prefill_ceiling_tok_s_per_gpu"] < \
+        ceil.loc["1P-TP4 + 3D-TP4", "decode_ceiling_tok_s_per_gpu"]
+    assert ceil.loc["3P-TP4 + 1D-TP4", "decode_ceiling_tok_s_per_gpu"] < \
+        ceil.loc["3P-TP4 + 1D-TP4", "prefill_ceiling_tok_s_per_gpu"]
+    for (pt, pr, dt, dr) in layouts:
+        true = whatif.sweep_disaggregated(MODEL, g, p, PARAMS, p_tp=pt, p_replicas=pr, d_tp=dt, d_replicas=dr,
+                                          concurrency=256, isl=10_000, osl=1_000).iloc[0]
+        row = ceil.loc[true["deployment"]]
+        assert true["tok_s_per_gpu"] <= min(row) * (1 + 1e-9)
+    with pytest.raises(ValueError, match="p_tp"):
+        whatif.pool_ceilings(MODEL, g, p, PARAMS, layouts=[(3, 1, 4, 1)], isl=10_000, osl=1_000)

@@ -12,6 +12,8 @@ and has the same index as the measurement frame it predicts (as returned by
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 import pandas as pd
 
@@ -20,6 +22,19 @@ from .measurements import FAMILIES
 QUANTITIES = ("tok_s_per_gpu", "tok_s_per_user")
 PREFIX = "pred_"
 P_HIGH = 90.0
+
+
+@dataclass(frozen=True)
+class Targets:
+    """The calibrated model's accuracy targets (issue 5), as absolute relative errors."""
+
+    throughput_median: float = 0.05  # per GPU and per user, over the 114 points
+    throughput_p90: float = 0.15
+    latency_median: float = 0.15  # measured TTFT and TPOT values
+    held_out_median: float = 0.12  # throughput of a family left out of the fit
+
+
+TARGETS = Targets()
 
 
 def relative_errors(pred, meas) -> np.ndarray:

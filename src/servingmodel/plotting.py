@@ -1,9 +1,13 @@
 """The book's house style: one place for themes, colours, markers and labels.
 
 Chapters never set styles; they call :func:`set_style` once (in a hidden
-preamble cell) and draw with the helpers here. Every figure is followed by a
-hidden cell that calls :func:`figure_summary`, so the plotted numbers are part
-of what nbval compares.
+preamble cell) and draw with the helpers here. A chapter that composes its own
+figure says what each series *is* (a measured deployment, a model curve, a
+reference level, ...) through :func:`draw`, :func:`reference` and
+:func:`bars`, and :func:`finish` labels the axes; the colours, markers and
+line styles of each role live here. Every figure is followed by a hidden cell
+that calls :func:`figure_summary`, so the plotted numbers are part of what
+nbval compares.
 """
 
 from __future__ import annotations
@@ -11,6 +15,8 @@ from __future__ import annotations
 import matplotlib.pyplot as plt
 import numpy as np
 import seaborn as sns
+
+from .evaluate import TARGETS
 
 X_PER_USER = "throughput per user (output tok/s/user)"
 Y_PER_GPU = "throughput per GPU (output tok/s/GPU)"
@@ -20,6 +26,11 @@ FAMILY_PALETTE = {"TP2": "Blues", "TP4": "Greens", "TP8": "Oranges", "disaggrega
 FAMILY_MARKER = {"TP2": "o", "TP4": "s", "TP8": "D", "disaggregated": "^"}
 _DISAGG_ORDER = ("1P-TP4 + 3D-TP4", "2P-TP4 + 2D-TP4", "3P-TP4 + 1D-TP4", "2P-TP4 + 1D-TP8", "1P-TP8 + 1D-TP8")
 _MAX_REPLICAS = {"TP2": 8, "TP4": 4, "TP8": 2}
+REFERENCE_COLOR = "0.3"  # reference levels: y = x, ridge points, limits, objectives
+HIGHLIGHT_COLOR = "tab:red"  # the one point a figure is about
+SERIES_PALETTE = "colorblind"  # series that are not deployments (contexts, cost terms, ...)
+SERIES_MARKERS = ("o", "s", "D", "^", "v", "P")
+ROLES = ("curve", "model", "model-part", "measured", "reference", "highlight", "cloud")
 
 
 def set_style() -> None:
@@ -89,6 +100,113 @@ def plot_curves(ax, df, x: str, y: str, *, label_points: bool = True, deployment
             for xv, yv, c in zip(sub[x], sub[y], sub["concurrency"]):
                 ax.annotate(f"{int(c)}", (float(xv), float(yv)), textcoords="offset points", xytext=(3, 3),
                             fontsize=6, color=st["color"])
+
+
+def series_color(index: int):
+    """Colour of the index-th series that is not a deployment."""
+    if index < 0:
+        raise ValueError(f"series index must be non-negative, got {index}")
+    return sns.color_palette(SERIES_PALETTE, max(index + 1, 8))[index]
+
+
+def role_style(role: str, deployment: str | None = None, series: int | None = None) -> dict:
+    """Matplotlib keywords for one series, from what it is.
+
+    Roles: ``curve`` (line and markers), ``model`` (solid line, no markers),
+    ``model-part`` (dotted line: one term of a model), ``measured`` (markers
+    only), ``reference`` (thin dashed grey), ``highlight`` (a large red star),
+    ``cloud`` (small translucent markers, for scatter). The colour comes from
+    ``deployment`` (its house colour and marker), else from ``series`` (the
+    index into the series palette), else it is neutral.
+    """
+    if role not in ROLES:
+        raise ValueError(f"unknown role {role!r}; expected one of {', '.join(ROLES)}")
+    if role == "reference":
+        return {"color": REFERENCE_COLOR, "linestyle": "--", "linewidth": 1.0, "marker": ""}
+    if role == "highlight":
+        return {"color": HIGHLIGHT_COLOR, "linestyle": "none", "marker": "*", "markersize": 15}
+    if deployment is not None:
+        base = deployment_style(deployment)
+    elif series is not None:
+        base = {"color": series_color(series), "marker": SERIES_MARKERS[series % len(SERIES_MARKERS)],
+                "linestyle": "-"}
+    else:
+        base = {"color": REFERENCE_COLOR, "marker": "o", "linestyle": "-"}
+    if role == "model":
+        return {"color": base["color"], "linestyle": "-", "marker": ""}
+    if role == "model-part":
+        return {"color": base["color"], "linestyle": ":", "marker": ""}
+    if role == "measured":
+        return {"color": base["color"], "linestyle": "none", "marker": base["marker"], "markersize": 7}
+    if role == "cloud":
+        return {"color": base["color"], "marker": base["marker"], "s": 14, "alpha": 0.45}
+    return base  # curve
+
+
+def draw(ax, x, y, label: str, *, role: str = "curve", deployment: str | None = None, series: int | None = None,
+         markevery=None) -> None:
+    """Draw one series in the style of its role (see :func:`role_style`)."""
+    st = role_style(role, deployment, series)
+    x, y = np.asarray(x, float), np.asarray(y, float)
+    if role == "cloud":
+        ax.scatter(x, y, label=label, **st)
+    else:
+        ax.plot(x, y, label=label, markevery=markevery, **st)
+
+
+def reference(ax, value: float, label: str, *, axis: str = "y") -> None:
+    """A reference level: a horizontal line at y = value (``axis="y"``) or a vertical one at x = value."""
+    if axis == "y":
+        ax.axhline(float(value), label=label, **role_style("reference"))
+    elif axis == "x":
+        ax.axvline(float(value), label=label, **role_style("reference"))
+    else:
+        raise ValueError(f"axis must be 'x' or 'y', got {axis!r}")
+
+
+def bars(ax, labels, values, label: str | None = None, *, deployments=None, series: int | None = None,
+         bottom=None) -> None:
+    """Bars at positions 0..n-1 (stacked on ``bottom``), coloured per deployment or as one series."""
+    v = np.asarray(values, float)
+    if deployments is not None:
+        color = [deployment_style(d)["color"] for d in deployments]
+    else:
+        color = series_color(series if series is not None else 0)
+    ax.bar(np.arange(len(v)), v, width=0.5, bottom=bottom, color=color, label=label)
+    ax.set_xticks(np.arange(len(v)), [str(lab) for lab in labels])
+
+
+def finish(ax, *, xlabel: str, ylabel: str, log_x: bool = False, log_y: bool = False, xticks=None,
+           zero_based: bool = True, legend: str = "outside") -> None:
+    """Label the axes (with units), set the scales, and place the legend (``outside``, ``inside`` or ``none``).
+
+    ``xticks`` (numbers) puts one labelled tick at each value and no minor
+    ticks; ``zero_based`` starts the y axis at 0 on a linear scale.
+    """
+    if log_x:
+        ax.set_xscale("log", base=2 if xticks is not None else 10)
+    if log_y:
+        ax.set_yscale("log")
+    if xticks is not None:
+        ticks = list(xticks)
+        ax.set_xticks(ticks, [f"{t:g}" for t in ticks])
+        ax.minorticks_off()
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    if zero_based and not log_y:
+        ax.set_ylim(bottom=0)
+    if legend == "outside":
+        legend_outside(ax)
+    elif legend == "inside":
+        ax.legend(loc="best", fontsize="small")
+    elif legend != "none":
+        raise ValueError(f"legend must be 'outside', 'inside' or 'none', got {legend!r}")
+
+
+def tidy(fig):
+    """Final layout of a composed figure (returns it)."""
+    fig.tight_layout()
+    return fig
 
 
 def tradeoff_axes(ax, *, log_x: bool = False) -> None:
@@ -307,7 +425,7 @@ def ttft_timeline(deployment: str, arrival_s, ttft_s, references: dict):
 
 
 def ttft_models_vs_measured(meas, models: dict):
-    """Predicted TTFT of several models against the measured TTFT (log-log, with y = x and a 15 % band).
+    """Predicted TTFT of several models against the measured TTFT (log-log, with y = x and a band as wide as the latency target).
 
     ``models`` maps a model name to predicted TTFTs in ms, aligned with the
     rows of ``meas`` that published a TTFT (``mean_ttft_ms``). One marker per
@@ -328,9 +446,10 @@ def ttft_models_vs_measured(meas, models: dict):
             ax.plot(x[m], y[m], ls="none", marker=mk, color=color, label=f"{name}, {fam}",
                     markerfacecolor="none" if mk == "o" else color)
     lo, hi = 0.8 * float(np.nanmin(x)), 1.25 * float(np.nanmax(x))
-    ax.plot([lo, hi], [lo, hi], color="0.3", ls="--", lw=1, label="y = x")
-    ax.fill_between([lo, hi], [0.85 * lo, 0.85 * hi], [1.15 * lo, 1.15 * hi], color="0.85", lw=0,
-                    label="within 15 %")
+    ax.plot([lo, hi], [lo, hi], label="y = x", **role_style("reference"))
+    b = TARGETS.latency_median
+    ax.fill_between([lo, hi], [(1 - b) * lo, (1 - b) * hi], [(1 + b) * lo, (1 + b) * hi], color="0.85", lw=0,
+                    label=f"within {100 * b:.0f} %")
     ax.set(xscale="log", yscale="log", xlabel="measured time to first token (s)",
            ylabel="predicted time to first token (s)")
     legend_outside(ax)

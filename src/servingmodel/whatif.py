@@ -19,7 +19,7 @@ import numpy as np
 import pandas as pd
 
 from . import kvcache
-from .fullmodel import Features, Layout, ModelParams, make_instance_arrays, predict_arrays
+from .fullmodel import Features, Layout, ModelParams, make_instance, make_instance_arrays, predict_arrays
 from .measurements import deployment_label
 from .specs import GIB, GpuSpec, ModelSpec, Profile, check_dtype, get_gpu, get_model, get_profile
 
@@ -151,19 +151,32 @@ def sweep(model, gpu, profile, params: ModelParams | None = None, *, tp, replica
                          host_penalty=float(p.host_penalty), random_routing=float(p.routing == "random"),
                          weight_dtype=weight_dtype, kv_dtype=kv_dtype)
     fits = np.asarray(out["fits"], bool)
-    total = np.asarray(out["output_tok_s"], float)
-    gpus = tp * reps
-    n = tp.size
+    nan = np.full(tp.size, np.nan)
+    return _sweep_frame(m, g, p, weight_dtype, kv_dtype, "aggregated", (tp, reps, nan, nan, nan, nan), isl, osl, c,
+                        out["output_tok_s"], np.asarray(out["ttft_s"], float) * 1e3,
+                        np.asarray(out["tpot_s"], float) * 1e3, np.where(fits, out["max_batch"], np.nan), fits)
+
+
+def _sweep_frame(m, g, p, weight_dtype, kv_dtype, kind, layout, isl, osl, c, total, ttft_ms, tpot_ms, max_batch,
+                 fits) -> pd.DataFrame:
+    """The result frame of every sweep (:data:`SWEEP_COLUMNS`); ``layout`` = (tp, replicas, p_tp, p_replicas,
+    d_tp, d_replicas) arrays, NaN where a field does not apply to ``kind``."""
+    tp, reps, ptp, prep, dtp, drep = (np.asarray(a, float) for a in layout)
+    n = c.size
+    gpus = np.nan_to_num(tp * reps) + np.nan_to_num(ptp * prep + dtp * drep)
+    total = np.asarray(total, float)
+    whole = (lambda a: a.astype(int)) if kind == "aggregated" else (lambda a: a)
+    per_pd = (lambda a: a.astype(int)) if kind == "disaggregated" else (lambda a: a)
     return pd.DataFrame({
         "model": [m.name] * n, "gpu": [g.name] * n, "profile": [p.name] * n,
-        "weight_dtype": [weight_dtype] * n, "kv_dtype": [kv_dtype] * n, "kind": ["aggregated"] * n,
-        "deployment": [f"TP{int(t)} x {int(r)}" for t, r in zip(tp, reps)],
-        "tp": tp.astype(int), "replicas": reps.astype(int),
-        "p_tp": np.nan, "p_replicas": np.nan, "d_tp": np.nan, "d_replicas": np.nan,
+        "weight_dtype": [weight_dtype] * n, "kv_dtype": [kv_dtype] * n, "kind": [kind] * n,
+        "deployment": [deployment_label(kind, *row) for row in zip(tp, reps, ptp, prep, dtp, drep)],
+        "tp": whole(tp), "replicas": whole(reps),
+        "p_tp": per_pd(ptp), "p_replicas": per_pd(prep), "d_tp": per_pd(dtp), "d_replicas": per_pd(drep),
         "num_gpus": gpus.astype(int), "isl": isl.astype(int), "osl": osl.astype(int), "concurrency": c.astype(int),
         "output_tok_s": total, "tok_s_per_gpu": total / gpus, "tok_s_per_user": total / c,
-        "ttft_ms": np.asarray(out["ttft_s"], float) * 1e3, "tpot_ms": np.asarray(out["tpot_s"], float) * 1e3,
-        "max_batch": np.where(fits, np.asarray(out["max_batch"], float), np.nan), "fits": fits,
+        "ttft_ms": np.asarray(ttft_ms, float), "tpot_ms": np.asarray(tpot_ms, float),
+        "max_batch": np.asarray(max_batch, float), "fits": np.asarray(fits, bool),
     }, columns=SWEEP_COLUMNS)
 
 
@@ -183,15 +196,7 @@ def sweep_disaggregated(model, gpu, profile, params: ModelParams | None = None, 
     params = _params(params)
     check_dtype(weight_dtype)
     check_dtype(kv_dtype)
-    c_in = np.nan if concurrency is None else concurrency
-    ptp, prep, dtp, drep, c, isl, osl = (np.array(a.ravel()) for a in np.broadcast_arrays(
-        *(np.asarray(v, float) for v in (p_tp, p_replicas, d_tp, d_replicas, c_in, isl, osl))))
-    _check_tp(m, "p_tp", ptp)
-    _check_tp(m, "d_tp", dtp)
-    _whole("p_replicas", prep, 1)
-    _whole("d_replicas", drep, 1)
-    _check_workload(isl, osl)
-    _check_concurrency(c)
+    ptp, prep, dtp, drep, c, isl, osl = _pd_inputs(m, p_tp, p_replicas, d_tp, d_replicas, concurrency, isl, osl)
     # a prefill instance must hold one prompt (isl tokens), a decode instance one whole request
     p_bmax, _ = instance_max_batch(m, g, p, params, tp=ptp, isl=isl, osl=osl, features=features,
                                    weight_dtype=weight_dtype, kv_dtype=kv_dtype)
@@ -213,20 +218,76 @@ def sweep_disaggregated(model, gpu, profile, params: ModelParams | None = None, 
             fits[i] = False
             continue
         res[i] = (pr.output_tok_s, pr.ttft_s * 1e3, pr.tpot_s * 1e3, pr.max_batch, 0.0)
-    gpus = ptp * prep + dtp * drep
-    total = res[:, 0]
-    return pd.DataFrame({
-        "model": [m.name] * n, "gpu": [g.name] * n, "profile": [p.name] * n,
-        "weight_dtype": [weight_dtype] * n, "kv_dtype": [kv_dtype] * n, "kind": ["disaggregated"] * n,
-        "deployment": [deployment_label("disaggregated", None, None, a, b, cc, d)
-                       for a, b, cc, d in zip(ptp, prep, dtp, drep)],
-        "tp": np.nan, "replicas": np.nan,
-        "p_tp": ptp.astype(int), "p_replicas": prep.astype(int), "d_tp": dtp.astype(int),
-        "d_replicas": drep.astype(int),
-        "num_gpus": gpus.astype(int), "isl": isl.astype(int), "osl": osl.astype(int), "concurrency": c.astype(int),
-        "output_tok_s": total, "tok_s_per_gpu": total / gpus, "tok_s_per_user": total / c,
-        "ttft_ms": res[:, 1], "tpot_ms": res[:, 2], "max_batch": res[:, 3], "fits": fits,
-    }, columns=SWEEP_COLUMNS)
+    nan = np.full(n, np.nan)
+    return _sweep_frame(m, g, p, weight_dtype, kv_dtype, "disaggregated", (nan, nan, ptp, prep, dtp, drep), isl, osl,
+                        c, res[:, 0], res[:, 1], res[:, 2], res[:, 3], fits)
+
+
+def _pd_inputs(m, p_tp, p_replicas, d_tp, d_replicas, concurrency, isl, osl):
+    """Broadcast and check the layout and workload arrays of a P/D sweep."""
+    c_in = np.nan if concurrency is None else concurrency
+    ptp, prep, dtp, drep, c, isl, osl = (np.array(a.ravel()) for a in np.broadcast_arrays(
+        *(np.asarray(v, float) for v in (p_tp, p_replicas, d_tp, d_replicas, c_in, isl, osl))))
+    _check_tp(m, "p_tp", ptp)
+    _check_tp(m, "d_tp", dtp)
+    _whole("p_replicas", prep, 1)
+    _whole("d_replicas", drep, 1)
+    _check_workload(isl, osl)
+    _check_concurrency(c)
+    return ptp, prep, dtp, drep, c, isl, osl
+
+
+def sweep_served_aggregated(model, gpu, profile, params: ModelParams | None = None, *, p_tp, p_replicas, d_tp,
+                            d_replicas, concurrency, isl, osl, weight_dtype: str = "bf16", kv_dtype: str = "bf16",
+                            features: Features = Features()) -> pd.DataFrame:
+    """The P/D layouts of :func:`sweep_disaggregated` with every pod serving whole requests (vectorised).
+
+    This is how the benchmark's dashed deployments actually ran (chapter 07):
+    the ``p_replicas`` pods at ``p_tp`` and the ``d_replicas`` pods at
+    ``d_tp`` all prefill and decode. Same columns as :func:`sweep`, with the
+    P/D layout in ``p_tp`` ... ``d_replicas``; ``concurrency`` is required.
+    """
+    if concurrency is None or np.any(np.isnan(np.asarray(concurrency, float))):
+        raise ValueError("concurrency is required for a P/D layout served aggregated")
+    m, g, p = resolve(model, gpu, profile)
+    params = _params(params)
+    check_dtype(weight_dtype)
+    check_dtype(kv_dtype)
+    ptp, prep, dtp, drep, c, isl, osl = _pd_inputs(m, p_tp, p_replicas, d_tp, d_replicas, concurrency, isl, osl)
+    out = predict_arrays(m, g, params, features, concurrency=c, isl=isl, osl=osl, tp_a=ptp, count_a=prep, tp_b=dtp,
+                         count_b=drep, gpu_memory_utilization=p.gpu_memory_utilization, cpu_cores=p.cpu_cores,
+                         host_penalty=float(p.host_penalty), random_routing=float(p.routing == "random"),
+                         weight_dtype=weight_dtype, kv_dtype=kv_dtype)
+    fits = np.asarray(out["fits"], bool)
+    nan = np.full(c.size, np.nan)
+    return _sweep_frame(m, g, p, weight_dtype, kv_dtype, "disaggregated", (nan, nan, ptp, prep, dtp, drep), isl, osl,
+                        c, out["output_tok_s"], np.asarray(out["ttft_s"], float) * 1e3,
+                        np.asarray(out["tpot_s"], float) * 1e3, np.where(fits, out["max_batch"], np.nan), fits)
+
+
+def pool_ceilings(model, gpu, profile, params: ModelParams | None = None, *, layouts, isl: int, osl: int,
+                  features: Features = Features()) -> pd.DataFrame:
+    """Throughput per GPU that each pool of a true P/D layout could sustain on its own.
+
+    ``layouts`` is a list of (p_tp, p_replicas, d_tp, d_replicas). Columns:
+    ``deployment``, ``prefill_ceiling_tok_s_per_gpu`` (the prefill pool
+    feeding prompts as fast as it computes them) and
+    ``decode_ceiling_tok_s_per_gpu`` (the decode pool at its KV batch limit);
+    true P/D can never beat the smaller of the two.
+    """
+    from . import disagg
+
+    m, g, p = resolve(model, gpu, profile)
+    params = _params(params)
+    rows = []
+    for ptp, prep, dtp, drep in layouts:
+        _pd_inputs(m, ptp, prep, dtp, drep, 1, isl, osl)
+        gpus = ptp * prep + dtp * drep
+        p_inst, d_inst = (make_instance(m, g, n, isl, osl, p, params, features) for n in (ptp, dtp))
+        rows.append({"deployment": deployment_label("disaggregated", None, None, ptp, prep, dtp, drep),
+                     "prefill_ceiling_tok_s_per_gpu": disagg.prefill_pool_ceiling_tok_s(p_inst, prep) / gpus,
+                     "decode_ceiling_tok_s_per_gpu": disagg.decode_pool_ceiling_tok_s(d_inst, drep) / gpus})
+    return pd.DataFrame(rows)
 
 
 def pareto_frontier(df: pd.DataFrame, x: str = "tok_s_per_user", y: str = "tok_s_per_gpu") -> pd.DataFrame:
