@@ -211,3 +211,15 @@ def test_host_penalty_per_step_follows_the_oversubscription_law(fitted):
     assert ms[4] == pytest.approx(3e3 * fitted.params.host_penalty_s)
     assert ms[8] == pytest.approx(15e3 * fitted.params.host_penalty_s)
     assert answers.host_penalty_ms(fitted.params, profile="llm-d-modelservice") == {2: 0.0, 4: 0.0, 8: 0.0}
+
+
+def test_cpu_pairs_are_model_free_and_lone_excess_by_hand(meas):
+    pairs = answers.cpu_pairs(meas)
+    assert set(pairs["tp"]) == {4, 8}
+    lone = answers.lone_request_excess_ms(pairs)
+    x = meas.set_index(["deployment", "concurrency"])["output_tok_s"]
+    # a lone request: 1 / throughput per token on each side
+    want8 = 1e3 * (1 / x[("TP8 x 1", 1)] - 1 / x[("1P-TP8 + 1D-TP8", 1)])
+    assert lone[8] == pytest.approx(want8)
+    with pytest.raises(ValueError, match="one lone-request row"):
+        answers.lone_request_excess_ms(pairs[pairs["per_instance_concurrency"] > 1])

@@ -147,3 +147,29 @@ def routing_cost(meas: pd.DataFrame, params: ModelParams) -> pd.DataFrame:
     out["balanced_tok_s"] = bal
     out["loss"] = 1.0 - rand / bal
     return out.reset_index(drop=True)
+
+
+#: One 4-core standalone pod against llm-d pods (32 cores) of the same TP size, both measured.
+CPU_PAIRS = {4: ("TP4 x 1", "1P-TP4 + 3D-TP4"), 8: ("TP8 x 1", "1P-TP8 + 1D-TP8")}
+
+
+def cpu_pairs(meas: pd.DataFrame, pairs: dict = CPU_PAIRS) -> pd.DataFrame:
+    """Measured extra time per output token of the 4-core pods, at equal requests per pod (hypothesis H5).
+
+    One row per TP size and shared per-pod load, with ``tp``, ``deployment``
+    and ``reference`` added to the columns of :func:`deployment.paired_excess`.
+    Model-free: only measured throughputs enter.
+    """
+    from .deployment import paired_excess
+
+    frames = [paired_excess(meas, dep, ref).assign(tp=tp, deployment=dep, reference=ref)
+              for tp, (dep, ref) in pairs.items()]
+    return pd.concat(frames, ignore_index=True)
+
+
+def lone_request_excess_ms(pairs: pd.DataFrame) -> dict:
+    """TP size -> extra ms per output token of the 4-core pod when it serves a single request."""
+    lone = pairs[pairs["per_instance_concurrency"] == 1]
+    if lone["tp"].duplicated().any() or lone.empty:
+        raise ValueError("expected one lone-request row per TP size")
+    return {int(tp): 1e3 * float(e) for tp, e in zip(lone["tp"], lone["excess_s"])}
