@@ -161,18 +161,18 @@ def _sweep_frame(m, g, p, weight_dtype, kv_dtype, kind, layout, isl, osl, c, tot
                  fits) -> pd.DataFrame:
     """The result frame of every sweep (:data:`SWEEP_COLUMNS`); ``layout`` = (tp, replicas, p_tp, p_replicas,
     d_tp, d_replicas) arrays, NaN where a field does not apply to ``kind``."""
-    tp, reps, ptp, prep, dtp, drep = (np.asarray(a, float) for a in layout)
+    names = ("tp", "replicas", "p_tp", "p_replicas", "d_tp", "d_replicas")
+    fields = dict(zip(names, (np.asarray(a, float) for a in layout)))
+    own = names[:2] if kind == "aggregated" else names[2:]  # whole numbers; the others stay NaN
     n = c.size
-    gpus = np.nan_to_num(tp * reps) + np.nan_to_num(ptp * prep + dtp * drep)
+    gpus = np.nan_to_num(fields["tp"] * fields["replicas"]) + np.nan_to_num(
+        fields["p_tp"] * fields["p_replicas"] + fields["d_tp"] * fields["d_replicas"])
     total = np.asarray(total, float)
-    whole = (lambda a: a.astype(int)) if kind == "aggregated" else (lambda a: a)
-    per_pd = (lambda a: a.astype(int)) if kind == "disaggregated" else (lambda a: a)
     return pd.DataFrame({
         "model": [m.name] * n, "gpu": [g.name] * n, "profile": [p.name] * n,
         "weight_dtype": [weight_dtype] * n, "kv_dtype": [kv_dtype] * n, "kind": [kind] * n,
-        "deployment": [deployment_label(kind, *row) for row in zip(tp, reps, ptp, prep, dtp, drep)],
-        "tp": whole(tp), "replicas": whole(reps),
-        "p_tp": per_pd(ptp), "p_replicas": per_pd(prep), "d_tp": per_pd(dtp), "d_replicas": per_pd(drep),
+        "deployment": [deployment_label(kind, *row) for row in zip(*fields.values())],
+        **{k: (v.astype(int) if k in own else v) for k, v in fields.items()},
         "num_gpus": gpus.astype(int), "isl": isl.astype(int), "osl": osl.astype(int), "concurrency": c.astype(int),
         "output_tok_s": total, "tok_s_per_gpu": total / gpus, "tok_s_per_user": total / c,
         "ttft_ms": np.asarray(ttft_ms, float), "tpot_ms": np.asarray(tpot_ms, float),
