@@ -188,9 +188,9 @@ def prior_sensitivity(meas: pd.DataFrame, family: str, name: str, sds, start: Mo
     """
     if family not in set(meas["family"]):
         raise ValueError(f"unknown family {family!r}; known: {', '.join(dict.fromkeys(meas['family']))}")
-    mean = parameter_facts()[name].nominal if name in FITTED_PARAMETERS else None
-    if mean is None:
+    if name not in FITTED_PARAMETERS:
         raise ValueError(f"{name!r} is not a fitted parameter; fitted ones: {', '.join(FITTED_PARAMETERS)}")
+    mean = parameter_facts()[name].nominal
     train, test = meas[meas["family"] != family], meas[meas["family"] == family]
     rows = []
     for sd in sds:
