@@ -138,3 +138,48 @@ def test_bad_prior_is_refused(tmp_path, name, value, message):
 def test_missing_facts_file(tmp_path):
     with pytest.raises(SpecError, match="not found"):
         specs.get_gpu("H100", data_dir=tmp_path)
+
+
+def _edit_long(path, key, entity, quantity, value):
+    frame = pd.read_csv(path, dtype=str, keep_default_na=False)
+    frame.loc[(frame[key] == entity) & (frame["quantity"] == quantity), "value"] = value
+    frame.to_csv(path, index=False)
+
+
+def test_fractional_architecture_fact_is_refused(tmp_path):
+    data = copy_data(tmp_path)
+    _edit_long(data / "models.csv", "model", "Llama-3.1-70B", "num_layers", "80.9")
+    with pytest.raises(SpecError, match="num_layers .* whole number"):
+        specs.get_model("Llama-3.1-70B", data_dir=data)
+
+
+def test_alias_naming_two_gpus_is_refused(tmp_path):
+    data = copy_data(tmp_path)
+    frame = pd.read_csv(data / "gpus.csv", dtype=str, keep_default_na=False)
+    sel = (frame["gpu"] == "H200") & (frame["quantity"] == "aliases")
+    frame.loc[sel, "value"] = frame.loc[sel, "value"] + ";H100"
+    frame.to_csv(data / "gpus.csv", index=False)
+    with pytest.raises(SpecError, match="names both"):
+        specs.get_gpu("H100", data_dir=data)
+
+
+@pytest.mark.parametrize("edit, message", [
+    (lambda f: f.assign(name=f["name"].where(f["name"] != "max_num_seqs", "step_overhead_s")), "given twice"),
+    (lambda f: f.assign(name=f["name"].where(f["name"] != "max_num_seqs", "")), "empty"),
+    (lambda f: f.assign(nominal=f["nominal"].where(f["name"] != "kv_transfer_rdma_gb_s", "-50"),
+                        low=f["low"].where(f["name"] != "kv_transfer_rdma_gb_s", "-60")), "non-negative"),
+    (lambda f: f.assign(nominal=f["nominal"].where(f["name"] != "max_num_seqs", "inf")), "finite"),
+])
+def test_bad_parameter_rows_are_refused(tmp_path, edit, message):
+    data = copy_data(tmp_path)
+    frame = pd.read_csv(data / "parameters.csv", dtype=str, keep_default_na=False)
+    edit(frame).to_csv(data / "parameters.csv", index=False)
+    with pytest.raises(SpecError, match=message):
+        specs.parameter_facts(data_dir=data)
+
+
+def test_dtypes_come_from_the_parameter_file():
+    assert specs.dtypes() == {"bf16": 2.0, "fp8": 1.0}
+    assert specs.dtype_bytes("fp8") == specs.constant("dtype_bytes_fp8")
+    with pytest.raises(SpecError, match="unknown dtype 'int4'"):
+        specs.dtype_bytes("int4")

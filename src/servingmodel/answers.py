@@ -25,13 +25,16 @@ def _workload(meas: pd.DataFrame):
     return get_model(r["model"]), get_gpu(r["gpu"]), int(r["isl"]), int(r["osl"])
 
 
-def ceilings(meas: pd.DataFrame, params: ModelParams, tps=(2, 4, 8), concurrency_per_instance: int = 256) -> pd.DataFrame:
+def ceilings(meas: pd.DataFrame, params: ModelParams, tps=(2, 4, 8), concurrency_per_instance: int | None = None
+             ) -> pd.DataFrame:
     """Per-GPU ceiling of one standalone instance per TP: measured, modelled, and modelled without the host penalty.
 
     The measured ceiling is the largest per-GPU throughput of the family; the
     modelled ones are one instance at ``concurrency_per_instance`` requests,
     where every instance is saturated. ``max_batch`` is the KV-cache limit.
     """
+    if concurrency_per_instance is None:  # the benchmark's highest load
+        concurrency_per_instance = int(meas["concurrency"].max())
     model, gpu, isl, osl = _workload(meas)
     prof = get_profile(STANDALONE)
     no_host = dataclasses.replace(params, host_penalty_s=0.0)

@@ -226,13 +226,29 @@ def calibrated_params(path=None) -> ModelParams:
 
     path = path or DATA_DIR / CALIBRATED_FILE
     try:
-        table = pd.read_csv(path)
+        table = pd.read_csv(path, dtype=str, keep_default_na=False)
     except FileNotFoundError:
         raise SpecError(f"{path}: no calibrated parameters; run `make calibrate`") from None
-    missing = [n for n in FITTED_PARAMETERS if n not in set(table["parameter"])]
+    for col in ("parameter", "fitted"):
+        if col not in table.columns:
+            raise SpecError(f"{path}: no column {col!r} (columns: {list(table.columns)}); run `make calibrate`")
+    facts = parameter_facts()
+    values = {}
+    for i, (name, text) in enumerate(zip(table["parameter"], table["fitted"])):
+        row = i + 2
+        if name in values:
+            raise SpecError(f"{path}, row {row}: parameter {name!r} given twice")
+        try:
+            v = float(text)
+        except ValueError:
+            raise SpecError(f"{path}, row {row}, column 'fitted': {text!r} is not a number") from None
+        if name in facts and not facts[name].low <= v <= facts[name].high:
+            raise SpecError(f"{path}, row {row}: {name} = {v} is outside its plausible range "
+                            f"[{facts[name].low}, {facts[name].high}]; run `make calibrate`")
+        values[name] = v
+    missing = [n for n in FITTED_PARAMETERS if n not in values]
     if missing:
         raise SpecError(f"{path}: missing calibrated parameter(s) {missing}; run `make calibrate`")
-    values = dict(zip(table["parameter"], table["fitted"].astype(float)))
     return ModelParams.nominal().with_fitted([values[n] for n in FITTED_PARAMETERS])
 
 

@@ -16,7 +16,7 @@ import numpy as np
 import pandas as pd
 
 from . import kvcache
-from .specs import DTYPE_BYTES, SpecError, UnknownNameError, get_gpu, get_model, get_profile, profiles
+from .specs import SpecError, dtypes, UnknownNameError, get_gpu, get_model, get_profile, profiles
 
 EXIT_OK = 0
 EXIT_FAILURE = 1  # the command could not run (e.g. no calibrated parameters, unwritable output)
@@ -156,8 +156,8 @@ def parse_rows(df: pd.DataFrame, name: str = "input") -> list[dict]:
                 unknown.setdefault((c, text.lower()), [str(e), []])[1].append(row)
         for c in ("weight_dtype", "kv_dtype"):
             text = cell(r, c).lower() or "bf16"
-            if text not in DTYPE_BYTES:
-                bad(c, f"unknown dtype {cell(r, c)!r}; expected one of {sorted(DTYPE_BYTES)}")
+            if text not in dtypes():
+                bad(c, f"unknown dtype {cell(r, c)!r}; expected one of {sorted(dtypes())}")
             rec[c] = text
         kind = cell(r, "kind").lower() or "aggregated"
         if kind not in KINDS:

@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from . import checks
+
 from .roofline import _check_eff, weight_bytes_per_gpu
 from .specs import GpuSpec, ModelSpec, dtype_bytes
 
@@ -32,12 +34,9 @@ def allreduce_time_s(tp, message_bytes, gpu: GpuSpec, latency_s: float, link_eff
     ``latency_s`` is the latency of one round; the call pays log2(tp) rounds.
     """
     _check_eff("link_efficiency", link_efficiency)
-    if latency_s < 0:
-        raise ValueError(f"latency_s must be non-negative, got {latency_s!r}")
-    n = np.asarray(tp, float)
-    m = np.asarray(message_bytes, float)
-    if np.any(m < 0):
-        raise ValueError("message_bytes must be non-negative")
+    checks.nonnegative("latency_s", latency_s)
+    n = checks.whole("tp", tp, 1)
+    m = checks.nonnegative("message_bytes", message_bytes)
     t = latency_s * latency_rounds(n) + 2.0 * (n - 1.0) / n * m / (gpu.link_bytes_s * link_efficiency)
     return np.where(n > 1, t, 0.0)
 
@@ -56,9 +55,11 @@ def decode_comm_time_s(model: ModelSpec, gpu: GpuSpec, tp, batch, latency_s: flo
 def prefill_comm_time_s(model: ModelSpec, gpu: GpuSpec, tp, isl, max_num_batched_tokens: int, latency_s: float,
                         link_efficiency: float):
     """All-reduce time of one chunked prefill: every chunk pays the latencies, all tokens pay the bytes."""
-    s = np.asarray(isl, float)
-    chunks = np.ceil(s / max_num_batched_tokens)
-    n = np.asarray(tp, float)
+    _check_eff("link_efficiency", link_efficiency)
+    checks.nonnegative("latency_s", latency_s)
+    s = checks.nonnegative("isl", isl)
+    chunks = np.ceil(s / checks.whole("max_num_batched_tokens", max_num_batched_tokens, 1))
+    n = checks.whole("tp", tp, 1)
     lat = chunks * latency_s * latency_rounds(n)
     bw = 2.0 * (n - 1.0) / n * s * model.hidden_size * ACTIVATION_BYTES / (gpu.link_bytes_s * link_efficiency)
     return np.where(n > 1, allreduces_per_step(model) * (lat + bw), 0.0)

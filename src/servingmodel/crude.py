@@ -15,6 +15,8 @@ throughput is flat and per-user throughput falls as 1/C.
 from __future__ import annotations
 
 import numpy as np
+
+from . import checks
 import pandas as pd
 
 from .specs import GpuSpec, ModelSpec
@@ -58,13 +60,19 @@ def fit_alpha(concurrency, tok_s_per_gpu, tp, replicas, single_user_tok_s: float
     rep = np.asarray(replicas, float)
     if not (c.shape == y.shape == tp.shape == rep.shape) or c.size == 0:
         raise ValueError("concurrency, tok_s_per_gpu, tp and replicas must be non-empty and aligned")
-    if np.any(y <= 0):
-        raise ValueError("measured throughput must be positive")
+    checks.positive("measured throughput", y)
+    checks.positive("single_user_tok_s", single_user_tok_s)
+    checks.whole("tp", tp, 1)
+    checks.whole("replicas", rep, 1)
+    checks.positive("concurrency", c)
     grid = np.exp(np.linspace(np.log(0.05), np.log(64.0), 4001))
     knees = grid[:, None] * tp[None, :] * rep[None, :]
     pred = np.minimum(c[None, :], knees) * single_user_tok_s / (tp * rep)[None, :]
     sse = ((np.log(pred) - np.log(y)[None, :]) ** 2).sum(axis=1)
-    return float(grid[int(np.argmin(sse))])
+    best = int(np.argmin(sse))
+    if best in (0, grid.size - 1):
+        raise ValueError(f"alpha hit the edge of its search grid ({grid[best]:.3g}); the data do not fit this model")
+    return float(grid[best])
 
 
 # --- Applying the crude model to the measurement frame (chapter 02) --------

@@ -14,6 +14,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from . import checks
+
 from .specs import Profile
 
 
@@ -24,17 +26,16 @@ def busy_processes(tp, processes_besides_workers: float):
 
 def oversubscription(tp, cpu_cores, processes_besides_workers: float):
     """E x P / C: processes beyond the cores (E), weighted by the run-queue length per core (P / C)."""
-    cores = np.asarray(cpu_cores, float)
-    if np.any(~(cores > 0)):
-        raise ValueError(f"cpu_cores must be positive, got {cpu_cores!r}")
+    cores = checks.positive("cpu_cores", cpu_cores)
+    checks.whole("tp", tp, 1)
+    checks.nonnegative("processes_besides_workers", processes_besides_workers)
     busy = busy_processes(tp, processes_besides_workers)
     return np.maximum(busy - cores, 0.0) * busy / cores
 
 
 def host_penalty_s(tp, profile: Profile, penalty_per_process_s: float, processes_besides_workers: float):
     """Extra time per engine step in a CPU-starved pod: ``penalty_per_process_s`` x E x P / C."""
-    if penalty_per_process_s < 0:
-        raise ValueError(f"penalty_per_process_s must be non-negative, got {penalty_per_process_s!r}")
+    checks.nonnegative("penalty_per_process_s", penalty_per_process_s)
     if not profile.host_penalty:
         return np.zeros_like(np.asarray(tp, float))
     return penalty_per_process_s * oversubscription(tp, profile.cpu_cores, processes_besides_workers)
@@ -60,9 +61,7 @@ def random_routing_occupancy(concurrency: int, replicas: int, completion_rate) -
     P(k_1..k_R) is proportional to prod_i prod_{j<=k_i} 1/mu(j), with sum k_i = C.
     Returns p[k], the probability that a given replica holds k requests.
     """
-    c, r = int(concurrency), int(replicas)
-    if c < 1 or r < 1:
-        raise ValueError("concurrency and replicas must be at least 1")
+    c, r = int(checks.whole("concurrency", concurrency, 1)), int(checks.whole("replicas", replicas, 1))
     if r == 1:
         p = np.zeros(c + 1)
         p[c] = 1.0
@@ -84,7 +83,7 @@ def random_routing_occupancy(concurrency: int, replicas: int, completion_rate) -
 
 def random_routing_throughput(concurrency: int, replicas: int, instance_tok_s) -> float:
     """Total tok/s of R replicas behind random routing (exact for the product-form network)."""
-    c = int(concurrency)
+    c = int(checks.whole("concurrency", concurrency, 1))
     tok = np.asarray(instance_tok_s(np.arange(1, c + 1, dtype=float)), float)
     p = random_routing_occupancy(c, replicas, lambda k: tok)
     return float(replicas * np.dot(p[1:], tok))

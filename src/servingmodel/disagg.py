@@ -20,6 +20,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from . import checks
+
 from . import kvcache, queueing
 from .fullmodel import Features, Instance, Layout, ModelParams, Prediction, make_instance, predict_aggregated
 from .specs import GpuSpec, ModelSpec, Profile, constant, dtype_bytes
@@ -84,6 +86,7 @@ def mdc_wait_s(rate: float, service_s: float, servers: int) -> float:
         raise ValueError(f"rate must be a non-negative number, got {rate!r}")
     if not (np.isfinite(service_s) and service_s > 0):
         raise ValueError(f"service_s must be positive, got {service_s!r}")
+    checks.whole("servers", servers, 1)
     cap = servers / service_s
     if rate >= cap:
         return float("inf")
@@ -154,6 +157,10 @@ class PDState:
 def pool_capacities(prefill_s: float, p_replicas: int, transfer_s: float, links: int, decode_step_s, osl: int,
                     d_replicas: int, decode_batch_cap: float) -> dict:
     """Requests/s each pool sustains when it alone is the limit."""
+    checks.positive("prefill_s", prefill_s)
+    checks.nonnegative("transfer_s", transfer_s)
+    for name, v in (("p_replicas", p_replicas), ("links", links), ("d_replicas", d_replicas)):
+        checks.whole(name, v, 1)
     return {
         "prefill": p_replicas / prefill_s,
         "transfer": links / transfer_s if transfer_s > 0 else float("inf"),

@@ -13,6 +13,8 @@ import dataclasses
 from dataclasses import dataclass
 
 import numpy as np
+
+from . import checks
 import pandas as pd
 
 from . import comm, deployment, kvcache, prefill, queueing, roofline
@@ -186,13 +188,17 @@ class Layout:
         if self.kind == "aggregated":
             if not (self.tp and self.replicas and self.tp >= 1 and self.replicas >= 1):
                 raise ValueError("an aggregated layout needs tp >= 1 and replicas >= 1")
+            fields = ("tp", "replicas")
         elif self.kind == "disaggregated":
             for f in ("p_tp", "p_replicas", "d_tp", "d_replicas"):
                 v = getattr(self, f)
                 if not (v and v >= 1):
                     raise ValueError(f"a disaggregated layout needs {f} >= 1")
+            fields = ("p_tp", "p_replicas", "d_tp", "d_replicas")
         else:
             raise ValueError(f"unknown kind {self.kind!r}; expected 'aggregated' or 'disaggregated'")
+        for f in fields:
+            checks.whole(f, getattr(self, f), 1)
 
     @property
     def num_gpus(self) -> int:
@@ -256,8 +262,8 @@ def predict_arrays(model: ModelSpec, gpu: GpuSpec, params: ModelParams, features
         concurrency, isl, osl, tp_a, count_a, tp_b, count_b, gpu_memory_utilization, cpu_cores, host_penalty,
         random_routing)))
     c, isl_, osl_, ta, ca, tb, cb, util, cores, host, rnd = (a.ravel() for a in arrs)
-    if np.any(c < 1):
-        raise ValueError("concurrency must be at least 1")
+    checks.whole("concurrency", c, 1)
+    checks.nonnegative("host_penalty", host)
     if np.any(ca < 1) or np.any(cb < 0):
         raise ValueError("instance counts must be at least 1 (count_b at least 0)")
     reps = ca + cb

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from . import checks
+
 from .roofline import kv_bytes_per_token_per_gpu, weight_bytes_per_gpu
 from .specs import GpuSpec, ModelSpec
 
@@ -23,8 +25,7 @@ def kv_budget_bytes_per_gpu(gpu: GpuSpec, model: ModelSpec, tp, gpu_memory_utili
     """Bytes left for the KV cache on each GPU (negative when the weights and reserve do not fit)."""
     if not 0 < gpu_memory_utilization <= 1:
         raise ValueError(f"gpu_memory_utilization must be in (0, 1], got {gpu_memory_utilization!r}")
-    if memory_reserve_bytes < 0:
-        raise ValueError(f"memory_reserve_bytes must be non-negative, got {memory_reserve_bytes!r}")
+    checks.nonnegative("memory_reserve_bytes", memory_reserve_bytes)
     return gpu.memory_bytes * gpu_memory_utilization - weight_bytes_per_gpu(model, tp, weight_dtype) - memory_reserve_bytes
 
 
@@ -37,7 +38,7 @@ def kv_capacity_tokens(gpu: GpuSpec, model: ModelSpec, tp, gpu_memory_utilizatio
 
 def mean_context_tokens(isl, osl):
     """Average context a running request holds: the prompt plus half the output."""
-    return np.asarray(isl, float) + np.asarray(osl, float) / 2.0
+    return checks.positive("isl", isl) + checks.positive("osl", osl) / 2.0
 
 
 def max_batch(capacity_tokens, isl, osl):

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from . import checks
+
 from .roofline import _check_eff, linear_flops_per_token
 from .specs import GpuSpec, ModelSpec
 
@@ -38,9 +40,8 @@ def prefill_compute_time_s(model: ModelSpec, gpu: GpuSpec, tp, isl, compute_effi
 
 def prefill_chunks(isl, max_num_batched_tokens: int):
     """Number of engine steps a prompt needs when at most ``max_num_batched_tokens`` are batched per step."""
-    if max_num_batched_tokens < 1:
-        raise ValueError("max_num_batched_tokens must be at least 1")
-    return np.ceil(np.asarray(isl, float) / max_num_batched_tokens)
+    budget = checks.whole("max_num_batched_tokens", max_num_batched_tokens, 1)
+    return np.ceil(checks.nonnegative("isl", isl) / budget)
 
 
 def prefill_time_share(batch, prefill_s, decode_step_s, osl):
@@ -49,9 +50,10 @@ def prefill_time_share(batch, prefill_s, decode_step_s, osl):
     Over one request lifetime the instance runs ``batch`` prefills and
     ``osl - 1`` decode steps: share = B t_pf / (B t_pf + (OSL - 1) t_dec).
     """
-    b = np.asarray(batch, float)
-    pf = b * np.asarray(prefill_s, float)
-    return pf / (pf + (osl - 1) * np.asarray(decode_step_s, float))
+    if osl < 2:
+        raise ValueError(f"osl must be at least 2, got {osl!r}")
+    pf = checks.nonnegative("batch", batch) * checks.nonnegative("prefill_s", prefill_s)
+    return pf / (pf + (osl - 1) * checks.positive("decode_step_s", decode_step_s))
 
 
 def compute_bound_ceiling_tok_s_per_gpu(model: ModelSpec, gpu: GpuSpec, isl, osl, compute_efficiency: float,

@@ -9,6 +9,9 @@ from __future__ import annotations
 
 import numpy as np
 
+from . import checks
+from .specs import constant
+
 
 def closed_loop(n, max_batch, prefill_s, decode_step_s, osl, *, interference: bool = True):
     """Steady state of one instance with ``n`` requests present (mean-field, arrays allowed).
@@ -24,10 +27,11 @@ def closed_loop(n, max_batch, prefill_s, decode_step_s, osl, *, interference: bo
     """
     n = np.asarray(n, float)
     bmax = np.asarray(max_batch, float)
-    if np.any(n < 1):
-        raise ValueError("n must be at least 1 (an idle instance has no steady state)")
-    if np.any(bmax <= 0):
+    if not np.all(np.isfinite(n) & (n >= 1)):
+        raise ValueError(f"n must be at least 1 and finite (an idle instance has no steady state), got {n!r}")
+    if not np.all(bmax > 0):
         raise ValueError("max_batch must be positive: this instance cannot hold one request")
+    checks.nonnegative("prefill_s", prefill_s)
     osl = np.asarray(osl, float)
     if np.any(osl < 2):
         raise ValueError("osl must be at least 2")
@@ -59,10 +63,13 @@ def littles_law_population(rate_req_s, time_in_system_s):
 def prefill_contention_s(batch, prefill_s, service_s):
     """Mean wait of a new prompt for the prefill slot, behind the other B - 1 requests' prompts.
 
-    M/D/1 with utilisation (B - 1) t_pf / service: a lone request never waits.
+    M/D/1 with utilisation (B - 1) t_pf / service, capped at ``prefill_slot_max_utilisation`` of
+    ``data/parameters.csv``: a lone request never waits.
     """
-    others = np.maximum(np.asarray(batch, float) - 1.0, 0.0)
-    rho = np.minimum(others * np.asarray(prefill_s, float) / np.asarray(service_s, float), 0.95)
+    others = np.maximum(checks.nonnegative("batch", batch) - 1.0, 0.0)
+    cap = constant("prefill_slot_max_utilisation")
+    rho = np.minimum(others * checks.nonnegative("prefill_s", prefill_s) / checks.positive("service_s", service_s),
+                     cap)
     return rho / (2.0 * (1.0 - rho)) * np.asarray(prefill_s, float)
 
 
@@ -73,7 +80,9 @@ def first_wave_delay_s(batch, prefill_s, prompts_per_slot):
     ``prompts_per_slot`` requests each slot sends, that adds
     (B - 1) / 2 x t_pf / prompts_per_slot.
     """
-    return (np.asarray(batch, float) - 1.0) / 2.0 * np.asarray(prefill_s, float) / prompts_per_slot
+    checks.positive("prompts_per_slot", prompts_per_slot)
+    return (checks.nonnegative("batch", batch) - 1.0) / 2.0 * checks.nonnegative("prefill_s", prefill_s) \
+        / prompts_per_slot
 
 
 def drain_factor(batch, service_s, tok_s, requests, osl):

@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from . import checks
+
 from .specs import GpuSpec, ModelSpec, dtype_bytes
 
 
@@ -23,9 +25,7 @@ def _check_tp(model: ModelSpec, tp) -> None:
 
 
 def _check_eff(name: str, value) -> None:
-    v = np.asarray(value, float)
-    if np.any(~(v > 0)) or np.any(v > 1):
-        raise ValueError(f"{name} must be in (0, 1], got {value!r}")
+    checks.fraction(name, value)
 
 
 def weight_bytes_per_gpu(model: ModelSpec, tp, weight_dtype: str = "bf16"):
@@ -58,10 +58,8 @@ def decode_memory_time_s(model: ModelSpec, gpu: GpuSpec, tp, batch, context_toke
     _check_eff("bandwidth_efficiency", bandwidth_efficiency)
     kv_eff = bandwidth_efficiency if kv_bandwidth_efficiency is None else kv_bandwidth_efficiency
     _check_eff("kv_bandwidth_efficiency", kv_eff)
-    b = np.asarray(batch, float)
-    if np.any(b < 0):
-        raise ValueError("batch must be non-negative")
-    kv_bytes = b * np.asarray(context_tokens, float) * kv_bytes_per_token_per_gpu(model, tp, kv_dtype)
+    b = checks.nonnegative("batch", batch)
+    kv_bytes = b * checks.nonnegative("context_tokens", context_tokens) * kv_bytes_per_token_per_gpu(model, tp, kv_dtype)
     return (weight_bytes_per_gpu(model, tp, weight_dtype) / bandwidth_efficiency + kv_bytes / kv_eff) \
         / gpu.hbm_bandwidth_bytes_s
 
@@ -70,8 +68,9 @@ def decode_compute_time_s(model: ModelSpec, gpu: GpuSpec, tp, batch, context_tok
                           compute_dtype: str = "bf16"):
     """Time of the decode FLOPs: linear layers plus attention over the context."""
     _check_eff("compute_efficiency", compute_efficiency)
-    b = np.asarray(batch, float)
-    attn = 4.0 * model.num_layers * model.num_heads * model.head_dim * np.asarray(context_tokens, float)
+    b = checks.nonnegative("batch", batch)
+    attn = 4.0 * model.num_layers * model.num_heads * model.head_dim * checks.nonnegative("context_tokens",
+                                                                                          context_tokens)
     flops = b * (linear_flops_per_token(model) + attn)
     return flops / (np.asarray(tp, float) * gpu.flops(compute_dtype) * compute_efficiency)
 
@@ -80,11 +79,10 @@ def decode_step_time_s(model: ModelSpec, gpu: GpuSpec, tp, batch, context_tokens
                        compute_efficiency: float, step_overhead_s: float = 0.0, weight_dtype: str = "bf16",
                        kv_dtype: str = "bf16", kv_bandwidth_efficiency: float | None = None):
     """Roofline time of one decode step: overhead + max(memory time, compute time)."""
-    if step_overhead_s < 0:
-        raise ValueError(f"step_overhead_s must be non-negative, got {step_overhead_s!r}")
+    checks.nonnegative("step_overhead_s", step_overhead_s)
     b = np.asarray(batch, float)
-    if np.any(b < 1):
-        raise ValueError(f"batch must be at least 1, got {batch!r}")
+    if not np.all(np.isfinite(b) & (b >= 1)):
+        raise ValueError(f"batch must be at least 1 and finite, got {batch!r}")
     mem = decode_memory_time_s(model, gpu, tp, b, context_tokens, bandwidth_efficiency, weight_dtype, kv_dtype,
                                kv_bandwidth_efficiency)
     comp = decode_compute_time_s(model, gpu, tp, b, context_tokens, compute_efficiency,
@@ -107,14 +105,24 @@ def critical_batch(model: ModelSpec, gpu: GpuSpec, context_tokens: float = 0.0, 
                    kv_dtype: str = "bf16", max_batch: int = 100_000) -> float:
     """Smallest batch at which a decode step becomes compute-bound (peak FLOPs vs peak bandwidth).
 
-    Returns ``inf`` when the KV reads grow as fast as the FLOPs, so that decode
-    never becomes compute-bound at this context length.
+    Returns ``inf`` when even an unbounded batch stays below the ridge point
+    (the KV reads grow as fast as the FLOPs at this context length), and
+    raises if the crossing lies beyond ``max_batch``.
     """
+    ctx = float(checks.nonnegative("context_tokens", context_tokens))
     ridge = gpu.flops("fp8" if weight_dtype == "fp8" else "bf16") / gpu.hbm_bandwidth_bytes_s
     b = np.arange(1, max_batch + 1, dtype=float)
-    ai = arithmetic_intensity(model, 1, b, context_tokens, weight_dtype, kv_dtype)
+    ai = arithmetic_intensity(model, 1, b, ctx, weight_dtype, kv_dtype)
     hit = np.flatnonzero(ai >= ridge)
-    return float(b[hit[0]]) if hit.size else float("inf")
+    if hit.size:
+        return float(b[hit[0]])
+    # the intensity rises with the batch towards FLOPs / KV bytes of one request
+    attn = 4.0 * model.num_layers * model.num_heads * model.head_dim * ctx
+    kv = ctx * kv_bytes_per_token_per_gpu(model, 1, kv_dtype)
+    limit = np.inf if kv == 0 else (linear_flops_per_token(model) + attn) / kv
+    if limit <= ridge:
+        return float("inf")
+    raise ValueError(f"decode becomes compute-bound beyond max_batch={max_batch}; raise max_batch")
 
 
 def per_user_tok_s(ttft_s, tpot_s, osl: int):
@@ -177,12 +185,10 @@ def critical_context_tokens(model: ModelSpec, gpu: GpuSpec, weight_dtype: str = 
 
 def implied_tpot_s(per_user_tok_s, ttft_s, osl: int):
     """Time per output token implied by a measured per-user throughput and TTFT (inverse of :func:`per_user_tok_s`)."""
-    u = np.asarray(per_user_tok_s, float)
-    t = np.asarray(ttft_s, float)
     if osl < 2:
         raise ValueError(f"osl must be at least 2, got {osl!r}")
-    if np.any(~(u > 0)) or np.any(t < 0):
-        raise ValueError("per-user throughput must be positive and TTFT non-negative")
+    u = checks.positive("per-user throughput", per_user_tok_s)
+    t = checks.nonnegative("TTFT", ttft_s)
     decode = osl / u - t
     if np.any(decode <= 0):
         raise ValueError("TTFT is longer than the whole request implied by the per-user throughput")

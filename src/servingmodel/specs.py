@@ -19,7 +19,7 @@ import pandas as pd
 from .paths import DATA_DIR
 
 GIB = 2**30
-DTYPE_BYTES = {"bf16": 2.0, "fp8": 1.0}
+DTYPE_PREFIX = "dtype_bytes_"  # data/parameters.csv rows dtype_bytes_<dtype> give the bytes per value
 
 
 class SpecError(ValueError):
@@ -131,14 +131,21 @@ class ParameterFact:
     prior_sd: float | None = None
 
 
+def dtypes(data_dir: Path = DATA_DIR) -> dict[str, float]:
+    """Known precisions and their bytes per value, from the ``dtype_bytes_<dtype>`` rows of ``data/parameters.csv``."""
+    facts = parameter_facts(data_dir)
+    return {n[len(DTYPE_PREFIX):]: f.nominal for n, f in facts.items() if n.startswith(DTYPE_PREFIX)}
+
+
 def check_dtype(dtype: str) -> str:
-    if dtype not in DTYPE_BYTES:
-        raise SpecError(f"unknown dtype {dtype!r}; expected one of {sorted(DTYPE_BYTES)}")
+    known = dtypes()
+    if dtype not in known:
+        raise SpecError(f"unknown dtype {dtype!r}; expected one of {sorted(known)}")
     return dtype
 
 
 def dtype_bytes(dtype: str) -> float:
-    return DTYPE_BYTES[check_dtype(dtype)]
+    return dtypes()[check_dtype(dtype)]
 
 
 def _read_long(path: Path, key: str) -> dict[str, dict[str, tuple[str, str]]]:
@@ -181,6 +188,15 @@ def _aliases(facts: dict) -> list[str]:
     return [a.strip() for a in facts.get("aliases", ("", ""))[0].split(";") if a.strip()]
 
 
+def _add_aliases(path: Path, names: dict, name: str, facts: dict) -> None:
+    """Register ``name`` and its aliases (lower case); an alias that names two entries is an error."""
+    for alias in [name, *_aliases(facts)]:
+        key = alias.lower()
+        if names.get(key, name) != name:
+            raise SpecError(f"{path.name}: {alias!r} names both {names[key]!r} and {name!r}")
+        names[key] = name
+
+
 @lru_cache(maxsize=None)
 def _gpu_registry(path: Path) -> tuple[dict[str, GpuSpec], dict[str, str]]:
     raw = _read_long(path, "gpu")
@@ -194,8 +210,7 @@ def _gpu_registry(path: Path) -> tuple[dict[str, GpuSpec], dict[str, str]]:
             fp8_flops=_num(path, name, f, "fp8_dense_tflop_s") * 1e12,
             link_bytes_s=_num(path, name, f, "link_gb_s_per_direction") * 1e9,
         )
-        for alias in [name, *_aliases(f)]:
-            names[alias.lower()] = name
+        _add_aliases(path, names, name, f)
     return specs, names
 
 
@@ -205,10 +220,14 @@ def _model_registry(path: Path) -> tuple[dict[str, ModelSpec], dict[str, str]]:
     specs, names = {}, {}
     ints = ("num_layers", "hidden_size", "num_heads", "num_kv_heads", "head_dim", "ffn_size", "vocab_size", "max_context")
     for name, f in raw.items():
-        kw = {q: int(_num(path, name, f, q)) for q in ints}
+        kw = {}
+        for q in ints:
+            v = _num(path, name, f, q)
+            if v != int(v):
+                raise SpecError(f"{path.name}: {name} {q} = {v!r} must be a whole number")
+            kw[q] = int(v)
         specs[name] = ModelSpec(name=name, num_params=_num(path, name, f, "num_params"), **kw)
-        for alias in [name, *_aliases(f)]:
-            names[alias.lower()] = name
+        _add_aliases(path, names, name, f)
     return specs, names
 
 
@@ -284,6 +303,10 @@ def _parameter_table(path: Path) -> dict[str, ParameterFact]:
     for i, r in df.iterrows():
         row = int(i) + 2
         name = r["name"].strip()
+        if not name:
+            raise SpecError(f"{path.name}, row {row}, column 'name': empty")
+        if name in out:
+            raise SpecError(f"{path.name}, row {row}: parameter {name!r} given twice")
         if not r["source"].strip():
             raise SpecError(f"{path.name}, row {row}, column 'source': every parameter needs a source")
         try:
@@ -292,6 +315,8 @@ def _parameter_table(path: Path) -> dict[str, ParameterFact]:
             high = float(r["high"]) if r["high"].strip() else nominal
         except ValueError:
             raise SpecError(f"{path.name}, row {row}: nominal/low/high must be numbers") from None
+        if not all(math.isfinite(v) and v >= 0 for v in (nominal, low, high)):
+            raise SpecError(f"{path.name}, row {row}: nominal/low/high must be finite and non-negative")
         if not low <= nominal <= high:
             raise SpecError(f"{path.name}, row {row}: nominal {nominal} outside its range [{low}, {high}]")
         if r["fitted"] not in ("yes", "no"):

@@ -68,6 +68,9 @@ class Engine:
                              f"of {self.isl + self.osl}")
         if self.max_running < 1 or len(self.decode_step_s) != self.max_running + 1:
             raise ValueError("decode_step_s must give the step time for every batch 0 .. max_running")
+        steps = np.asarray(self.decode_step_s[1:], float)
+        if not np.all(np.isfinite(steps) & (steps > 0)):
+            raise ValueError("decode_step_s must be finite and positive for every batch 1 .. max_running")
 
     def step_s(self, n_decode: int, n_prompt_tokens: int) -> float:
         """Duration of one step with ``n_decode`` decoding requests and ``n_prompt_tokens`` prompt tokens."""

@@ -16,6 +16,8 @@ its ceiling while TTFT grows.
 from __future__ import annotations
 
 import numpy as np
+
+from . import checks
 import pandas as pd
 
 from . import kvcache
@@ -51,13 +53,8 @@ def _params(params: ModelParams | None) -> ModelParams:
     return calibrated_params()
 
 
-def _whole(name: str, a: np.ndarray, minimum: int) -> None:
-    if np.any(~np.isfinite(a)) or np.any(a != np.round(a)) or np.any(a < minimum):
-        raise ValueError(f"{name} must be whole numbers >= {minimum}")
-
-
 def _check_tp(model: ModelSpec, name: str, tp: np.ndarray) -> None:
-    _whole(name, tp, 1)
+    checks.whole(name, tp, 1)
     bad = np.unique(tp[np.asarray(model.num_heads % tp.astype(np.int64), bool)])
     if bad.size:
         raise ValueError(f"{name} {bad.astype(int).tolist()} must divide the {model.num_heads} attention heads "
@@ -65,8 +62,8 @@ def _check_tp(model: ModelSpec, name: str, tp: np.ndarray) -> None:
 
 
 def _check_workload(isl: np.ndarray, osl: np.ndarray) -> None:
-    _whole("isl", isl, 1)
-    _whole("osl", osl, 2)
+    checks.whole("isl", isl, 1)
+    checks.whole("osl", osl, 2)
 
 
 def _check_concurrency(c: np.ndarray) -> None:
@@ -98,7 +95,9 @@ def saturating_concurrency(max_batch, instances):
     b = np.asarray(max_batch, float)
     if np.any(np.isinf(b)):
         raise ValueError("the maximum-throughput regime needs a finite KV batch limit (features.kv_limit on)")
-    return np.maximum(np.ceil(np.asarray(instances, float) * np.where(np.isfinite(b), b, 0.0) - 1e-9), 1.0)
+    checks.nonnegative("max_batch", b)
+    n = checks.whole("instances", instances, 1)
+    return np.maximum(np.ceil(n * b - 1e-9), 1.0)
 
 
 def insufficient_memory_reason(model, gpu, profile, params: ModelParams | None = None, *, tp, isl, osl,
@@ -138,7 +137,7 @@ def sweep(model, gpu, profile, params: ModelParams | None = None, *, tp, replica
         *(np.asarray(v, float) for v in (tp, replicas, c_in, isl, osl))))
     tp, reps, c, isl, osl = (np.array(a) for a in (tp, reps, c, isl, osl))  # writable copies
     _check_tp(m, "tp", tp)
-    _whole("replicas", reps, 1)
+    checks.whole("replicas", reps, 1)
     _check_workload(isl, osl)
     _check_concurrency(c)
     unset = np.isnan(c)
@@ -230,8 +229,8 @@ def _pd_inputs(m, p_tp, p_replicas, d_tp, d_replicas, concurrency, isl, osl):
         *(np.asarray(v, float) for v in (p_tp, p_replicas, d_tp, d_replicas, c_in, isl, osl))))
     _check_tp(m, "p_tp", ptp)
     _check_tp(m, "d_tp", dtp)
-    _whole("p_replicas", prep, 1)
-    _whole("d_replicas", drep, 1)
+    checks.whole("p_replicas", prep, 1)
+    checks.whole("d_replicas", drep, 1)
     _check_workload(isl, osl)
     _check_concurrency(c)
     return ptp, prep, dtp, drep, c, isl, osl
@@ -344,7 +343,9 @@ def candidates(model, gpu, profile, params: ModelParams | None = None, *, num_gp
     """
     m, g, p = resolve(model, gpu, profile)
     params = _params(params)
-    tps = tuple(t for t in tps if m.num_heads % t == 0)
+    bad = [t for t in tps if m.num_heads % t]
+    if bad:
+        raise ValueError(f"tensor-parallel sizes {bad} do not divide the {m.num_heads} attention heads of {m.name}")
     cs = np.asarray(concurrencies, float)
     lays = layouts_for(num_gpus, tps, disaggregated=disaggregated)
     agg = [lay for lay in lays if lay.kind == "aggregated"]
@@ -367,6 +368,10 @@ def candidates(model, gpu, profile, params: ModelParams | None = None, *, num_gp
 def meets_objective(df: pd.DataFrame, *, min_tok_s_per_user: float | None = None,
                     max_ttft_ms: float | None = None, max_tpot_ms: float | None = None) -> pd.Series:
     """Rows that fit and satisfy every given latency objective (None: no constraint)."""
+    for name, v in (("min_tok_s_per_user", min_tok_s_per_user), ("max_ttft_ms", max_ttft_ms),
+                    ("max_tpot_ms", max_tpot_ms)):
+        if v is not None:
+            checks.nonnegative(name, v)
     ok = df["fits"].astype(bool) & df["tok_s_per_gpu"].notna()
     if min_tok_s_per_user is not None:
         ok &= df["tok_s_per_user"] >= min_tok_s_per_user
