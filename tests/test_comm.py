@@ -67,8 +67,11 @@ def test_activations_are_far_smaller_than_gathered_weights():
 
 def test_time_terms_add_up():
     terms = comm.allreduce_time_terms_s(np.array([1, 2, 8]), 1e6, GPU, 10e-6, 0.8)
-    np.testing.assert_allclose(terms["latency_s"] + terms["bandwidth_s"], terms["total_s"])
     np.testing.assert_allclose(terms["latency_s"], [0, 10e-6, 3 * 10e-6])
+    # ring all-reduce by hand: 2 (N - 1) / N x bytes over the achieved link bandwidth; nothing at TP1
+    link = GPU.link_bytes_s * 0.8
+    np.testing.assert_allclose(terms["bandwidth_s"], [0, 2 * 1 / 2 * 1e6 / link, 2 * 7 / 8 * 1e6 / link])
+    np.testing.assert_allclose(terms["total_s"], comm.allreduce_time_s(np.array([1, 2, 8]), 1e6, GPU, 10e-6, 0.8))
 
 
 def test_crossover_message_has_equal_latency_and_bandwidth_terms():
