@@ -13,7 +13,7 @@ from servingmodel.paths import DATA_DIR
 from servingmodel.specs import GpuSpec, ModelSpec, SpecError, UnknownNameError
 
 GPU_KW = dict(name="test-gpu", memory_bytes=80e9, hbm_bandwidth_bytes_s=3.35e12, bf16_flops=989e12,
-              fp8_flops=1979e12, link_bytes_s=450e9)
+              fp8_flops=1979e12, link_bytes_s=450e9, gpus_per_node=8)
 MODEL_KW = dict(name="test-model", num_layers=80, hidden_size=8192, num_heads=64, num_kv_heads=8, head_dim=128,
                 ffn_size=28672, vocab_size=128256, num_params=70.55e9, max_context=131072)
 

@@ -150,13 +150,15 @@ def test_pareto_frontier_skips_nan_and_keeps_other_columns():
 
 
 def test_layouts_fill_exactly_the_gpus():
-    lays = whatif.layouts_for(16)
+    tps = whatif.node_tps(MODEL, specs.get_gpu("H100"))
+    assert tps == (1, 2, 4, 8)  # an 8-GPU node, and 64 heads split evenly by each
+    lays = whatif.layouts_for(16, tps)
     assert all(lay.num_gpus == 16 for lay in lays)
     assert len(set(lays)) == len(lays)
     agg = [(lay.tp, lay.replicas) for lay in lays if lay.kind == "aggregated"]
     assert agg == [(1, 16), (2, 8), (4, 4), (8, 2)]
     pdl = {(lay.p_tp, lay.p_replicas, lay.d_tp, lay.d_replicas) for lay in lays if lay.kind == "disaggregated"}
-    brute = {(pt, pr, dt, dr) for pt, dt in itertools.product(whatif.NODE_TPS, repeat=2)
+    brute = {(pt, pr, dt, dr) for pt, dt in itertools.product(tps, repeat=2)
              for pr in range(1, 17) for dr in range(1, 17) if pt * pr + dt * dr == 16}
     assert pdl == brute
     assert (4, 1, 4, 3) in pdl and (8, 1, 8, 1) in pdl
@@ -246,3 +248,10 @@ def test_pool_ceilings_bound_true_disaggregation():
         assert true["tok_s_per_gpu"] <= min(row) * (1 + 1e-9)
     with pytest.raises(ValueError, match="p_tp"):
         whatif.pool_ceilings(MODEL, g, p, PARAMS, layouts=[(3, 1, 4, 1)], isl=10_000, osl=1_000)
+
+
+def test_node_tps_follow_the_node_size_and_the_heads():
+    h100 = specs.get_gpu("H100")
+    assert whatif.node_tps(MODEL, dataclasses.replace(h100, gpus_per_node=4)) == (1, 2, 4)
+    assert whatif.node_tps(dataclasses.replace(MODEL, num_heads=48), h100) == (1, 2, 3, 4, 6, 8)
+    assert {specs.get_gpu(g).gpus_per_node for g in ("H100", "H200", "A100", "L40S", "B200")} == {8}

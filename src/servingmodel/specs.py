@@ -50,6 +50,7 @@ class GpuSpec:
     bf16_flops: float
     fp8_flops: float
     link_bytes_s: float  # per direction, per GPU
+    gpus_per_node: int  # GPUs in one NVLink/NVSwitch (or PCIe) node: a TP group stays inside one
 
     def __post_init__(self):
         _check_positive_fields(self, "GPU")
@@ -184,6 +185,13 @@ def _num(path: Path, ent: str, facts: dict, q: str) -> float:
     return v
 
 
+def _whole_num(path: Path, ent: str, facts: dict, q: str) -> int:
+    v = _num(path, ent, facts, q)
+    if v != int(v):
+        raise SpecError(f"{path.name}: {ent} {q} = {v!r} must be a whole number")
+    return int(v)
+
+
 def _aliases(facts: dict) -> list[str]:
     return [a.strip() for a in facts.get("aliases", ("", ""))[0].split(";") if a.strip()]
 
@@ -209,6 +217,7 @@ def _gpu_registry(path: Path) -> tuple[dict[str, GpuSpec], dict[str, str]]:
             bf16_flops=_num(path, name, f, "bf16_dense_tflop_s") * 1e12,
             fp8_flops=_num(path, name, f, "fp8_dense_tflop_s") * 1e12,
             link_bytes_s=_num(path, name, f, "link_gb_s_per_direction") * 1e9,
+            gpus_per_node=_whole_num(path, name, f, "gpus_per_node"),
         )
         _add_aliases(path, names, name, f)
     return specs, names
@@ -220,12 +229,7 @@ def _model_registry(path: Path) -> tuple[dict[str, ModelSpec], dict[str, str]]:
     specs, names = {}, {}
     ints = ("num_layers", "hidden_size", "num_heads", "num_kv_heads", "head_dim", "ffn_size", "vocab_size", "max_context")
     for name, f in raw.items():
-        kw = {}
-        for q in ints:
-            v = _num(path, name, f, q)
-            if v != int(v):
-                raise SpecError(f"{path.name}: {name} {q} = {v!r} must be a whole number")
-            kw[q] = int(v)
+        kw = {q: _whole_num(path, name, f, q) for q in ints}
         specs[name] = ModelSpec(name=name, num_params=_num(path, name, f, "num_params"), **kw)
         _add_aliases(path, names, name, f)
     return specs, names

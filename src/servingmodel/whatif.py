@@ -31,8 +31,6 @@ SWEEP_COLUMNS = [
     "p_replicas", "d_tp", "d_replicas", "num_gpus", "isl", "osl", "concurrency", "output_tok_s", "tok_s_per_gpu",
     "tok_s_per_user", "ttft_ms", "tpot_ms", "max_batch", "fits",
 ]
-#: Tensor-parallel sizes that fit inside one 8-GPU node.
-NODE_TPS = (1, 2, 4, 8)
 #: Default concurrency grid of :func:`candidates`: powers of two, 1 to 1024.
 DEFAULT_CONCURRENCIES = tuple(2**k for k in range(11))
 
@@ -314,7 +312,13 @@ def pareto_frontier(df: pd.DataFrame, x: str = "tok_s_per_user", y: str = "tok_s
     return df.iloc[np.sort(ok[keep])].sort_values([x, y], ascending=[True, False], kind="stable")
 
 
-def layouts_for(num_gpus: int, tps=NODE_TPS, *, disaggregated: bool = True) -> list[Layout]:
+def node_tps(model, gpu) -> tuple[int, ...]:
+    """Tensor-parallel sizes that fit inside one node of ``gpu`` and split the attention heads of ``model`` evenly."""
+    m, g = (get_model(model) if isinstance(model, str) else model), (get_gpu(gpu) if isinstance(gpu, str) else gpu)
+    return tuple(t for t in range(1, g.gpus_per_node + 1) if m.num_heads % t == 0)
+
+
+def layouts_for(num_gpus: int, tps, *, disaggregated: bool = True) -> list[Layout]:
     """Every layout that uses exactly ``num_gpus`` GPUs with each instance's TP in ``tps``.
 
     Aggregated: ``tp x (num_gpus / tp)``. Disaggregated: ``p_replicas`` at
@@ -334,15 +338,16 @@ def layouts_for(num_gpus: int, tps=NODE_TPS, *, disaggregated: bool = True) -> l
 
 
 def candidates(model, gpu, profile, params: ModelParams | None = None, *, num_gpus: int = 16, isl, osl,
-               concurrencies=DEFAULT_CONCURRENCIES, tps=NODE_TPS, disaggregated: bool = True,
+               concurrencies=DEFAULT_CONCURRENCIES, tps=None, disaggregated: bool = True,
                weight_dtype: str = "bf16", kv_dtype: str = "bf16", features: Features = Features(),
                transfer_bytes_s: float | None = None) -> pd.DataFrame:
     """Every layout of :func:`layouts_for` at every concurrency (columns of :func:`sweep`).
 
-    A TP that does not divide the model's attention heads is skipped.
+    ``tps`` defaults to :func:`node_tps`; a TP that does not divide the model's attention heads is refused.
     """
     m, g, p = resolve(model, gpu, profile)
     params = _params(params)
+    tps = node_tps(m, g) if tps is None else tuple(tps)
     bad = [t for t in tps if m.num_heads % t]
     if bad:
         raise ValueError(f"tensor-parallel sizes {bad} do not divide the {m.num_heads} attention heads of {m.name}")
@@ -384,13 +389,13 @@ def meets_objective(df: pd.DataFrame, *, min_tok_s_per_user: float | None = None
 
 def best_configuration(model, gpu, profile, params: ModelParams | None = None, *, num_gpus: int = 16, isl, osl,
                        min_tok_s_per_user: float | None = None, max_ttft_ms: float | None = None,
-                       max_tpot_ms: float | None = None, concurrencies=DEFAULT_CONCURRENCIES, tps=NODE_TPS,
+                       max_tpot_ms: float | None = None, concurrencies=DEFAULT_CONCURRENCIES, tps=None,
                        disaggregated: bool = True, weight_dtype: str = "bf16", kv_dtype: str = "bf16",
                        features: Features = Features(), transfer_bytes_s: float | None = None,
                        candidates_df: pd.DataFrame | None = None) -> pd.DataFrame:
     """Pareto frontier of the configurations of ``num_gpus`` GPUs that meet a latency objective.
 
-    Enumerates aggregated TP in ``tps`` with replicas filling the GPUs and
+    Enumerates aggregated TP in ``tps`` (default :func:`node_tps`) with replicas filling the GPUs and
     every prefill/decode split (true disaggregation), at every concurrency
     of ``concurrencies``; keeps the scenarios that fit and meet every given
     objective (per-user throughput at least ``min_tok_s_per_user``, TTFT at
