@@ -8,6 +8,7 @@ import re
 import pandas as pd
 import pytest
 
+from servingmodel import measurements
 from servingmodel.measurements import (
     MEASUREMENTS_FILE,
     MeasurementError,
@@ -146,3 +147,23 @@ def test_missing_file(tmp_path):
 
 def test_header_only_file(tmp_path):
     expect_error(write(tmp_path, raw().iloc[:0]), FILE, "no data rows")
+
+
+def test_bend_concurrency_and_table_by_hand():
+    rows = []
+    for dep, fam, reps, ys in (("TP4 x 1", "TP4", 1, [10, 50, 95, 100]), ("TP4 x 2", "TP4", 2, [10, 20, 91, 100]),
+                               ("TP4 x 3", "TP4", 3, [10, 95, 99, 100])):
+        for c, y in zip((1, 8, 32, 64), ys):
+            rows.append({"deployment": dep, "family": fam, "kind": "aggregated", "replicas": reps, "concurrency": c,
+                         "tok_s_per_gpu": float(y)})
+    df = pd.DataFrame(rows)
+    assert measurements.bend_concurrency(df, "TP4 x 1") == 32  # 95 >= 0.9 x 100
+    assert measurements.bend_concurrency(df, "TP4 x 1", share=0.5) == 8
+    tab = measurements.bend_table(df).set_index("deployment")
+    assert tab["bend"].tolist() == [32, 32, 8]
+    assert tab["later_than_single"].tolist() == [False, False, False]
+    assert tab["earlier_than_fewer"].tolist() == [False, False, True]
+    with pytest.raises(ValueError, match="unknown deployment"):
+        measurements.bend_concurrency(df, "TP8 x 1")
+    with pytest.raises(ValueError, match="share"):
+        measurements.bend_concurrency(df, "TP4 x 1", share=0)

@@ -188,3 +188,33 @@ def deployment_order(df: pd.DataFrame) -> list[str]:
         return (fam_rank[r["family"]], 0 if pd.isna(n) else int(n), r["deployment"])
 
     return [r["deployment"] for _, r in sorted(keys.iterrows(), key=lambda kv: key(kv[1]))]
+
+
+def bend_concurrency(df: pd.DataFrame, deployment: str, share: float = 0.9) -> int:
+    """Lowest measured concurrency at which a deployment reaches ``share`` of its best per-GPU throughput (chapter 01)."""
+    if not 0 < share <= 1:
+        raise ValueError(f"share must be in (0, 1], got {share!r}")
+    sub = df[df["deployment"] == deployment].sort_values("concurrency")
+    if sub.empty:
+        raise ValueError(f"unknown deployment {deployment!r}; measured ones: {', '.join(dict.fromkeys(df['deployment']))}")
+    reached = sub[sub["tok_s_per_gpu"] >= share * sub["tok_s_per_gpu"].max()]
+    return int(reached["concurrency"].iloc[0])
+
+
+def bend_table(df: pd.DataFrame, share: float = 0.9) -> pd.DataFrame:
+    """The bend (:func:`bend_concurrency`) of every aggregated deployment, with how it compares within its family.
+
+    Columns: ``deployment``, ``family``, ``replicas``, ``bend``, ``later_than_single``
+    (the bend comes after the family's single replica's) and
+    ``earlier_than_fewer`` (it comes before that of some deployment of the
+    family with fewer replicas). The single-replica rows have both False.
+    """
+    info = df[df["kind"] == "aggregated"].drop_duplicates("deployment")
+    out = pd.DataFrame({"deployment": info["deployment"].to_numpy(), "family": info["family"].to_numpy(),
+                        "replicas": info["replicas"].astype(int).to_numpy(),
+                        "bend": [bend_concurrency(df, d, share) for d in info["deployment"]]})
+    single = out[out["replicas"] == 1].set_index("family")["bend"]
+    out["later_than_single"] = (out["replicas"] > 1) & (out["bend"] > out["family"].map(single))
+    out["earlier_than_fewer"] = [bool(((out["family"] == r.family) & (out["replicas"] < r.replicas)
+                                       & (out["bend"] > r.bend)).any()) for r in out.itertuples()]
+    return out
