@@ -23,15 +23,21 @@ class InsufficientMemoryError(ValueError):
 def kv_budget_bytes_per_gpu(gpu: GpuSpec, model: ModelSpec, tp, gpu_memory_utilization: float,
                             memory_reserve_bytes: float, weight_dtype: str = "bf16"):
     """Bytes left for the KV cache on each GPU (negative when the weights and reserve do not fit)."""
-    if not 0 < gpu_memory_utilization <= 1:
+    util = np.asarray(gpu_memory_utilization, float)
+    if np.any(~((util > 0) & (util <= 1))):
         raise ValueError(f"gpu_memory_utilization must be in (0, 1], got {gpu_memory_utilization!r}")
     checks.nonnegative("memory_reserve_bytes", memory_reserve_bytes)
-    return gpu.memory_bytes * gpu_memory_utilization - weight_bytes_per_gpu(model, tp, weight_dtype) - memory_reserve_bytes
+    return gpu.memory_bytes * util - weight_bytes_per_gpu(model, tp, weight_dtype) - memory_reserve_bytes
 
 
 def kv_capacity_tokens(gpu: GpuSpec, model: ModelSpec, tp, gpu_memory_utilization: float,
                        memory_reserve_bytes: float, weight_dtype: str = "bf16", kv_dtype: str = "bf16"):
-    """Tokens of KV cache one instance holds (zero when nothing is left after weights and reserve)."""
+    """Tokens of KV cache one instance holds.
+
+    Zero, not negative, where the weights and reserve leave nothing: a cache
+    cannot hold fewer than no tokens. Callers that must refuse such a
+    deployment use :func:`check_deployment_fits`; the vectorised sweeps flag it.
+    """
     budget = kv_budget_bytes_per_gpu(gpu, model, tp, gpu_memory_utilization, memory_reserve_bytes, weight_dtype)
     return np.maximum(budget, 0.0) / kv_bytes_per_token_per_gpu(model, tp, kv_dtype)
 
