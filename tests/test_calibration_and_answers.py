@@ -223,3 +223,19 @@ def test_cpu_pairs_are_model_free_and_lone_excess_by_hand(meas):
     assert lone[8] == pytest.approx(want8)
     with pytest.raises(ValueError, match="one lone-request row"):
         answers.lone_request_excess_ms(pairs[pairs["per_instance_concurrency"] > 1])
+
+
+def test_whole_request_plateau_reads_the_measured_point_as_a_staircase_step(meas, fitted):
+    params = fitted.params
+    w = answers.whole_request_plateau(meas, params, reserves_gib=(4.4, 4.8, 5.2))
+    assert list(w["table"]["reserve_gib"]) == [4.4, 4.8, 5.2]
+    steps = w["steps"]
+    # a clean step per running count; more requests run only with a smaller reserve, and deliver more
+    assert steps["peak_running"].is_monotonic_increasing
+    assert steps["max_reserve_gib"].is_monotonic_decreasing
+    assert steps["replay_tok_s_per_gpu"].is_monotonic_increasing
+    gaps = (steps["replay_tok_s_per_gpu"] - w["measured"]).abs()
+    assert w["matched"]["peak_running"] == steps.loc[gaps.idxmin(), "peak_running"]
+    assert w["calibrated"]["reserve_gib"] == pytest.approx(params.memory_reserve_gib)
+    with pytest.raises(ValueError, match="TP2 x 1.*concurrency 3"):
+        answers.whole_request_plateau(meas, params, concurrency=3)

@@ -72,6 +72,14 @@ def test_the_kv_cache_limits_the_batch_and_the_rest_wait():
     ttft = np.sort(run.ttft_s)
     assert ttft[2] > 10 * 0.01  # the third waits until one of the first two completes
     assert run.preemptions == 0
+    assert run.peak_running == 2
+
+
+def test_peak_running_counts_the_requests_one_instance_holds_at_once():
+    e = toy(isl=100, osl=11, capacity=10_000, budget=1000, max_running=8)
+    assert stepsim.replay([e], 5, 5).peak_running == 5  # all five prompts fit in one step's budget
+    assert stepsim.replay([e, e], 4, 4, routing="balanced").peak_running == 2  # two per instance
+    assert stepsim.replay([toy(max_running=3, budget=1000)], 5, 5).peak_running == 3  # max_num_seqs caps it
 
 
 def test_decode_growth_beyond_the_cache_preempts_the_newest_request():
@@ -224,3 +232,18 @@ def test_ttft_by_arrival_orders_the_record_by_send_time():
     t = run.ttft_by_arrival_s()
     assert sorted(t.tolist()) == sorted(run.ttft_s.tolist())
     assert t[:3].tolist() == pytest.approx([0.106, 0.216, 0.325])  # the first wave, in the order it was sent
+
+
+def test_reserve_staircase_steps_down_as_the_reserve_grows():
+    lay = fullmodel.Layout("aggregated", tp=2, replicas=1)
+    tab = stepsim.reserve_staircase(MODEL, GPU, 10_000, 1000, lay, 32, STANDALONE, PARAMS, (4.0, 6.0))
+    small, large = tab.iloc[0], tab.iloc[1]
+    assert small["peak_running"] > large["peak_running"]  # less reserve, more cache, more requests at once
+    assert small["meanfield_tok_s_per_gpu"] > large["meanfield_tok_s_per_gpu"]
+    # the mean-field batch at the same reserve, replayed: whole requests never exceed the fractional limit + 1
+    inst = fullmodel.make_instance(MODEL, GPU, 2, 10_000, 1000, STANDALONE,
+                                   calibrate.replace_params(PARAMS, memory_reserve_gib=6.0), fullmodel.Features())
+    assert large["peak_running"] <= np.floor(float(inst.max_batch)) + 1
+    with pytest.raises(ValueError, match="aggregated"):
+        stepsim.reserve_staircase(MODEL, GPU, 10_000, 1000, fullmodel.Layout("disaggregated", p_tp=4, p_replicas=1,
+                                  d_tp=4, d_replicas=1), 8, STANDALONE, PARAMS, (5.0,))

@@ -176,3 +176,37 @@ def lone_request_excess_ms(pairs: pd.DataFrame) -> dict:
     if lone["tp"].duplicated().any() or lone.empty:
         raise ValueError("expected one lone-request row per TP size")
     return {int(tp): 1e3 * float(e) for tp, e in zip(lone["tp"], lone["excess_s"])}
+
+
+def whole_request_plateau(meas: pd.DataFrame, params: ModelParams, deployment: str = "TP2 x 1",
+                          concurrency: int = 32, reserves_gib=tuple(np.round(np.arange(4.4, 5.25, 0.1), 1))) -> dict:
+    """The measured plateau of one deployment read as a whole number of requests (chapters 08 and 10).
+
+    Replays the measured point with the memory reserve at each of
+    ``reserves_gib`` (:func:`servingmodel.stepsim.reserve_staircase`) and at
+    the calibrated reserve. Returns ``table`` (the staircase), ``steps`` (for
+    each number of requests running without preemption: the replayed
+    tok/s/GPU and the largest reserve that allows it), ``measured`` (tok/s/GPU),
+    ``matched`` (the step nearest the measurement) and ``calibrated`` (the
+    replay's row at the calibrated reserve).
+    """
+    from . import stepsim
+
+    point = meas[(meas["deployment"] == deployment) & (meas["concurrency"] == concurrency)]
+    if len(point) != 1:
+        raise ValueError(f"expected one measured point of {deployment!r} at concurrency {concurrency}, "
+                         f"found {len(point)}")
+    r = point.iloc[0]
+    model, gpu, isl, osl = _workload(point)
+    lay, prof = fullmodel.layout_of(r), fullmodel.benchmark_profile(r)
+    table = stepsim.reserve_staircase(model, gpu, isl, osl, lay, concurrency, prof, params, reserves_gib)
+    calibrated = stepsim.reserve_staircase(model, gpu, isl, osl, lay, concurrency, prof, params,
+                                           [params.memory_reserve_gib]).iloc[0]
+    clean = table[table["preemptions"] == 0]
+    if clean.empty:
+        raise ValueError(f"every replay of {deployment!r} preempts; no step of the staircase is clean")
+    steps = clean.groupby("peak_running").agg(replay_tok_s_per_gpu=("replay_tok_s_per_gpu", "max"),
+                                              max_reserve_gib=("reserve_gib", "max")).reset_index()
+    measured = float(r["tok_s_per_gpu"])
+    matched = steps.loc[(steps["replay_tok_s_per_gpu"] - measured).abs().idxmin()]
+    return {"table": table, "steps": steps, "measured": measured, "matched": matched, "calibrated": calibrated}

@@ -113,6 +113,7 @@ class RunResult:
     preemptions: int
     arrival_s: np.ndarray  # per request, in order of completion
     ttft_s: np.ndarray
+    peak_running: int  # most requests one instance held in its KV cache at once (over all runs)
 
     def ttft_by_arrival_s(self) -> np.ndarray:
         """Each request's TTFT in the order the requests were sent (ties in completion order)."""
@@ -140,6 +141,7 @@ class _Instance:
         self.now_s = 0.0
         self.version = 0
         self.preemptions = 0
+        self.peak_running = 0
         self.segment = None  # (kind, start_s, step_s, steps)
 
     def present(self) -> int:
@@ -191,6 +193,7 @@ class _Instance:
             free -= c
             budget -= c
             self.running.append(r)
+        self.peak_running = max(self.peak_running, len(self.running))
         decoding = [r for r in self.running if r.prefill_left == 0 and r.chunk]
         nd = len(decoding)
         prefill_tokens = sum(r.chunk for r in self.running if r.prefill_left > 0)
@@ -312,7 +315,8 @@ def replay(engines, concurrency: int, prompts: int, routing: str = "balanced", s
     if issued != prompts or len(ttfts) != prompts:
         raise RuntimeError(f"replay ended with {len(ttfts)} of {prompts} requests complete")
     return RunResult(prompts * osl / end_s, float(np.mean(ttfts)), float(np.mean(tpots)), end_s, prompts,
-                     sum(i.preemptions for i in inst), np.array(arrivals), np.array(ttfts))
+                     sum(i.preemptions for i in inst), np.array(arrivals), np.array(ttfts),
+                     max(i.peak_running for i in inst))
 
 
 def engines_for(model, gpu, isl: int, osl: int, layout, profile, params, weight_dtype: str = "bf16",
@@ -359,7 +363,7 @@ def replay_point(model, gpu, isl: int, osl: int, layout, concurrency: int, profi
     return RunResult(float(np.mean([r.output_tok_s for r in runs])), float(np.mean([r.mean_ttft_s for r in runs])),
                      float(np.mean([r.mean_tpot_s for r in runs])), float(np.mean([r.duration_s for r in runs])),
                      first.requests, int(round(np.mean([r.preemptions for r in runs]))), first.arrival_s,
-                     first.ttft_s)
+                     first.ttft_s, max(r.peak_running for r in runs))
 
 
 def replay_measurements(meas, params, seeds: int | None = None):
@@ -405,3 +409,36 @@ def with_replayed_ttft(pred, replayed):
     out = pred.copy()
     out["pred_ttft_ms"] = replayed["replay_ttft_ms"].to_numpy(float)
     return out
+
+
+def reserve_staircase(model, gpu, isl: int, osl: int, layout, concurrency: int, profile, params, reserves_gib):
+    """Replay one point with the memory reserve set to each of ``reserves_gib`` in turn (chapter 08).
+
+    Whole requests make the replay's throughput a staircase in the reserve,
+    where the mean-field model's fractional batch is a ramp. One row per
+    reserve: ``reserve_gib``, ``whole_requests_that_fit`` (at their final
+    length), the replay's ``replay_tok_s_per_gpu``, ``preemptions`` and
+    ``peak_running`` (requests one instance held at once), and the mean-field
+    ``meanfield_tok_s_per_gpu``.
+    """
+    import dataclasses
+
+    import pandas as pd
+
+    from .fullmodel import Features, make_instance, predict_aggregated
+    from .kvcache import full_requests_that_fit
+
+    if layout.kind != "aggregated":
+        raise ValueError(f"reserve_staircase replays an aggregated layout, got {layout.kind!r}")
+    rows = []
+    for reserve in reserves_gib:
+        q = dataclasses.replace(params, memory_reserve_gib=float(reserve))
+        engine = engine_from_instance(make_instance(model, gpu, layout.tp, isl, osl, profile, q, Features()),
+                                      int(constant("max_num_batched_tokens")), int(constant("max_num_seqs")))
+        run = replay_point(model, gpu, isl, osl, layout, concurrency, profile, q)
+        mf = predict_aggregated(model, gpu, isl, osl, layout, concurrency, profile, q)
+        rows.append({"reserve_gib": float(reserve),
+                     "whole_requests_that_fit": int(full_requests_that_fit(engine.kv_capacity_tokens, isl, osl)),
+                     "replay_tok_s_per_gpu": run.output_tok_s / layout.num_gpus, "preemptions": run.preemptions,
+                     "peak_running": run.peak_running, "meanfield_tok_s_per_gpu": mf.tok_s_per_gpu})
+    return pd.DataFrame(rows)
