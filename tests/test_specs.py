@@ -120,6 +120,24 @@ def test_non_numeric_fact_is_refused(tmp_path):
         specs.get_gpu("H100", data_dir=data)
 
 
+def test_profiles_carry_the_optional_software_facts_where_known():
+    sa, ms, ideal = (specs.get_profile(n) for n in ("llm-d-standalone", "llm-d-modelservice", "ideal"))
+    assert (sa.vllm_version, sa.kv_block_tokens) == ("0.10.1", 16)
+    assert (ms.vllm_version, ms.kv_block_tokens) == ("0.10.0", 128)
+    assert (ideal.vllm_version, ideal.kv_block_tokens) == ("", None)
+
+
+@pytest.mark.parametrize("value, message", [("16.5", "whole number"), ("0", "must be positive"), ("big", "not a number")])
+def test_bad_kv_block_size_is_refused(tmp_path, value, message):
+    data = copy_data(tmp_path)
+    frame = pd.read_csv(data / "profiles.csv", dtype=str, keep_default_na=False)
+    frame.loc[(frame["profile"] == "llm-d-standalone") & (frame["quantity"] == "kv_block_tokens"), "value"] = value
+    frame.to_csv(data / "profiles.csv", index=False)
+    with pytest.raises(SpecError, match=message) as info:
+        specs.profiles(data_dir=data)
+    assert "profiles.csv" in str(info.value) and "kv_block_tokens" in str(info.value)
+
+
 @pytest.mark.parametrize("name, value, message", [
     ("memory_reserve_gib", "wide", "not a number"),
     ("memory_reserve_gib", "-1", "must be positive"),

@@ -104,10 +104,14 @@ class Profile:
     cpu_cores: float
     routing: str
     host_penalty: bool
+    vllm_version: str = ""  # the vLLM release the pods ran, where known (for the text; the model does not use it)
+    kv_block_tokens: int | None = None  # vLLM's KV-cache block size, where known (likewise)
 
     def __post_init__(self):
         if not 0 < self.gpu_memory_utilization <= 1:
             raise SpecError(f"profile {self.name}: gpu_memory_utilization must be in (0, 1]")
+        if self.kv_block_tokens is not None and self.kv_block_tokens < 1:
+            raise SpecError(f"profile {self.name}: kv_block_tokens must be a positive whole number")
         if not self.cpu_cores > 0:
             raise SpecError(f"profile {self.name}: cpu_cores must be positive")
         if self.routing not in ("random", "balanced"):
@@ -249,6 +253,8 @@ def _profile_registry(path: Path) -> dict[str, Profile]:
                 cpu_cores=_num(path, name, f, "cpu_cores"),
                 routing=f["routing"][0],
                 host_penalty=hp == "1",
+                vllm_version=f.get("vllm_version", ("", ""))[0],
+                kv_block_tokens=_whole_num(path, name, f, "kv_block_tokens") if "kv_block_tokens" in f else None,
             )
         except KeyError as e:
             raise SpecError(f"{path.name}: profile {name} has no {e.args[0]!r}") from None
