@@ -60,6 +60,20 @@ def test_residuals_count_points_and_latencies(meas, fitted):
     assert r0.size == r.size - lone
 
 
+def test_an_unservable_point_is_a_large_miss_and_counted_at_the_solution(meas, fitted):
+    assert fitted.unserved == 0  # every measured point is served at the calibrated parameters
+    pred = fullmodel.predict_measurements(meas, fitted.params)
+    broken = pred.copy()
+    broken.iloc[0, broken.columns.get_loc("pred_output_tok_s")] = 0.0  # a deployment that cannot hold the model
+    raw = calibrate.log_residuals(broken, meas)
+    assert not np.isfinite(raw[0]) and np.isfinite(raw[1:]).all()
+    assert calibrate.residuals(broken, meas)[0] == calibrate.UNSERVED_RESIDUAL
+    # a reserve that leaves TP2 no KV cache: the fit would report those points as unserved
+    huge = calibrate.replace_params(fitted.params, memory_reserve_gib=60.0)
+    raw = calibrate.log_residuals(fullmodel.predict_measurements(meas, huge), meas)
+    assert (~np.isfinite(raw)).sum() >= int((meas["family"] == "TP2").sum())
+
+
 def test_calibrated_params_reports_a_missing_file(tmp_path):
     with pytest.raises(SpecError, match="make calibrate"):
         calibrate.calibrated_params(tmp_path / "none.csv")
@@ -80,6 +94,7 @@ def cv(meas):
 def test_cross_validation_has_one_row_per_family(meas, cv):
     assert list(cv["held_out"]) == list(dict.fromkeys(meas["family"]))
     assert (cv["median_abs_rel_err"] > 0).all() and (cv["p90_abs_rel_err"] >= cv["median_abs_rel_err"]).all()
+    assert (cv["unserved"] == 0).all()
 
 
 def test_ladder_rungs_in_order_and_calibration_best(meas, fitted):

@@ -44,6 +44,7 @@ class FitResult:
     success: bool
     noise: float = float("nan")  # residual scale of the fit without priors (the priors' weight)
     priors: dict = dataclasses.field(default_factory=dict)  # name -> (mean, sd) used
+    unserved: int = 0  # residuals the model could not compute at the solution (charged UNSERVED_RESIDUAL)
 
 
 def parameter_bounds() -> tuple[np.ndarray, np.ndarray]:
@@ -53,18 +54,37 @@ def parameter_bounds() -> tuple[np.ndarray, np.ndarray]:
     return lo, hi
 
 
+UNSERVED_RESIDUAL = 10.0  # log error charged to a point the model cannot serve (about a factor of 22 000)
+
+
 def residuals(pred: pd.DataFrame, meas: pd.DataFrame, latency_weight: float = LATENCY_WEIGHT,
               ttft_weight: float = TTFT_WEIGHT) -> np.ndarray:
-    """Log residuals: one per throughput point, one per measured TPOT, one per TTFT measured at concurrency 1."""
-    r = [np.log(pred["pred_output_tok_s"].to_numpy(float) / meas["output_tok_s"].to_numpy(float))]
+    """:func:`log_residuals` with every non-finite one replaced by :data:`UNSERVED_RESIDUAL`.
+
+    The optimiser must be able to step through parameters at which a
+    deployment cannot hold the model (zero throughput, infinite latency);
+    such a point counts as a very large miss. :class:`FitResult` reports how
+    many remain at the solution, so none can hide there.
+    """
+    out = log_residuals(pred, meas, latency_weight, ttft_weight)
+    return np.where(np.isfinite(out), out, UNSERVED_RESIDUAL)
+
+
+def log_residuals(pred: pd.DataFrame, meas: pd.DataFrame, latency_weight: float = LATENCY_WEIGHT,
+                  ttft_weight: float = TTFT_WEIGHT) -> np.ndarray:
+    """Log residuals: one per throughput point, one per measured TPOT, one per TTFT measured at concurrency 1.
+
+    Non-finite where the model cannot serve a point (see :func:`residuals`).
+    """
     lone = (meas["concurrency"] == 1).to_numpy()
-    for p, m, w, only in (("pred_tpot_ms", "mean_tpot_ms", latency_weight, None),
-                          ("pred_ttft_ms", "mean_ttft_ms", ttft_weight, lone)):
-        if w > 0:
-            has = meas[m].notna().to_numpy() if only is None else meas[m].notna().to_numpy() & only
-            r.append(w * np.log(pred[p].to_numpy(float)[has] / meas[m].to_numpy(float)[has]))
-    out = np.concatenate(r)
-    return np.where(np.isfinite(out), out, 10.0)  # a point the model cannot serve counts as a large miss
+    with np.errstate(divide="ignore", invalid="ignore"):
+        r = [np.log(pred["pred_output_tok_s"].to_numpy(float) / meas["output_tok_s"].to_numpy(float))]
+        for p, m, w, only in (("pred_tpot_ms", "mean_tpot_ms", latency_weight, None),
+                              ("pred_ttft_ms", "mean_ttft_ms", ttft_weight, lone)):
+            if w > 0:
+                has = meas[m].notna().to_numpy() if only is None else meas[m].notna().to_numpy() & only
+                r.append(w * np.log(pred[p].to_numpy(float)[has] / meas[m].to_numpy(float)[has]))
+    return np.concatenate(r)
 
 
 def sourced_priors() -> dict:
@@ -124,6 +144,8 @@ def fit(meas: pd.DataFrame, start: ModelParams | None = None, features: Features
                     sol.x)
     x = lo + sol.x * scale
     params = start.with_fitted(x)
+    unserved = int(np.sum(~np.isfinite(log_residuals(predict_measurements(meas, params, features), meas,
+                                                     latency_weight, ttft_weight))))
     dof = max(n_data - len(x), 1)
     s2 = 2 * sol.cost / dof
     jac = sol.jac / scale[None, :]
@@ -134,7 +156,7 @@ def fit(meas: pd.DataFrame, start: ModelParams | None = None, features: Features
         err = np.full(len(x), np.nan)
     at_bound = tuple(n for n, z in zip(FITTED_PARAMETERS, sol.x) if z < BOUND_TOLERANCE or z > 1 - BOUND_TOLERANCE)
     return FitResult(params, dict(zip(FITTED_PARAMETERS, err)), at_bound, float(sol.cost), int(n_data),
-                     int(sol.nfev), bool(sol.success), noise, priors)
+                     int(sol.nfev), bool(sol.success), noise, priors, unserved)
 
 
 def parameter_table(result: FitResult) -> pd.DataFrame:
@@ -160,8 +182,10 @@ def cross_validate(meas: pd.DataFrame, start: ModelParams | None = None,
     """Leave one family out: refit without it, then predict it. One row per held-out family.
 
     Columns: ``held_out``, ``points``, ``median_abs_rel_err`` and ``p90_abs_rel_err``
-    of throughput on the held-out family, ``at_bound``, and each fitted
-    parameter of the refit with its ``<name>_stderr``. ``priors`` as in :func:`fit`.
+    of throughput on the held-out family, ``at_bound``, ``unserved`` (residuals
+    of the refit, plus held-out points, that the model could not compute), and
+    each fitted parameter of the refit with its ``<name>_stderr``. ``priors`` as
+    in :func:`fit`.
     """
     rows = []
     for fam in list(dict.fromkeys(meas["family"])):
@@ -170,7 +194,8 @@ def cross_validate(meas: pd.DataFrame, start: ModelParams | None = None,
         res = fit(train, start, latency_weight=latency_weight, priors=priors)
         err = throughput_errors(test, res.params)
         row = {"held_out": fam, "points": len(test), "median_abs_rel_err": float(np.median(err)),
-               "p90_abs_rel_err": float(np.quantile(err, 0.9)), "at_bound": ", ".join(res.at_bound)}
+               "p90_abs_rel_err": float(np.quantile(err, 0.9)), "at_bound": ", ".join(res.at_bound),
+               "unserved": res.unserved + int(np.sum(~np.isfinite(err)))}
         for n in FITTED_PARAMETERS:
             row[n] = getattr(res.params, n)
             row[n + "_stderr"] = res.stderr[n]
