@@ -247,3 +247,25 @@ def test_reserve_staircase_steps_down_as_the_reserve_grows():
     with pytest.raises(ValueError, match="aggregated"):
         stepsim.reserve_staircase(MODEL, GPU, 10_000, 1000, fullmodel.Layout("disaggregated", p_tp=4, p_replicas=1,
                                   d_tp=4, d_replicas=1), 8, STANDALONE, PARAMS, (5.0,))
+
+
+def test_stale_routing_sends_a_burst_to_one_instance():
+    e = toy()
+    burst = stepsim.replay([e, e], 4, 4, routing="stale", refresh_s=0.05)
+    alone = stepsim.replay([e], 4, 4)
+    assert burst.peak_running == 4  # the router's snapshot does not see its own choices
+    assert burst.mean_ttft_s == pytest.approx(alone.mean_ttft_s)
+    assert stepsim.replay([e, e], 4, 4, routing="balanced").peak_running == 2
+
+
+def test_stale_routing_refreshes_its_snapshot_only_after_refresh_s():
+    e = toy()
+    # a snapshot that never ages: every request of the run lands on the first target
+    frozen = stepsim.replay([e, e], 2, 8, routing="stale", refresh_s=1e9)
+    assert frozen.peak_running == 2 and frozen.output_tok_s == pytest.approx(stepsim.replay([e], 2, 8).output_tok_s)
+    # a fresh snapshot per arrival time: later arrivals spread, so the run is faster than on one instance
+    fresh = stepsim.replay([e, e], 2, 8, routing="stale", refresh_s=1e-6)
+    assert fresh.output_tok_s > frozen.output_tok_s
+    for bad in (0.0, -1.0, float("nan")):
+        with pytest.raises(ValueError, match="refresh_s"):
+            stepsim.replay([e, e], 2, 2, routing="stale", refresh_s=bad)
