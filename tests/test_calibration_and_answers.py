@@ -254,3 +254,14 @@ def test_whole_request_plateau_reads_the_measured_point_as_a_staircase_step(meas
     assert w["calibrated"]["reserve_gib"] == pytest.approx(params.memory_reserve_gib)
     with pytest.raises(ValueError, match="TP2 x 1.*concurrency 3"):
         answers.whole_request_plateau(meas, params, concurrency=3)
+
+
+def test_held_out_with_reproduces_the_cv_row_and_isolates_one_parameter(meas, cv, fitted):
+    row = cv.set_index("held_out").loc["TP8"]
+    assert calibrate.held_out_with(meas, cv, "TP8") == pytest.approx(row["median_abs_rel_err"])
+    swapped = calibrate.held_out_with(meas, cv, "TP8", host_penalty_s=fitted.params.host_penalty_s)
+    assert swapped != pytest.approx(row["median_abs_rel_err"])
+    with pytest.raises(ValueError, match="single row"):
+        calibrate.held_out_with(meas, cv, "TP16")
+    with pytest.raises(ValueError, match="unknown fitted"):
+        calibrate.held_out_with(meas, cv, "TP8", step_overhead_s=0.001)

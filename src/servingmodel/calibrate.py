@@ -203,6 +203,21 @@ def cross_validate(meas: pd.DataFrame, start: ModelParams | None = None,
     return pd.DataFrame(rows)
 
 
+def held_out_with(meas: pd.DataFrame, cv: pd.DataFrame, family: str, start: ModelParams | None = None,
+                  **overrides) -> float:
+    """Median |error| on held-out ``family`` with its refit parameters (from :func:`cross_validate`'s ``cv``)
+    except ``overrides`` (name=value): how much of a held-out miss one parameter's value carries."""
+    rows = cv[cv["held_out"] == family]
+    if len(rows) != 1:
+        raise ValueError(f"cv has no single row for family {family!r}; held out: {', '.join(cv['held_out'])}")
+    unknown = sorted(set(overrides) - set(FITTED_PARAMETERS))
+    if unknown:
+        raise ValueError(f"unknown fitted parameter(s) {unknown}; fitted ones: {', '.join(FITTED_PARAMETERS)}")
+    params = (start or ModelParams.nominal()).with_fitted(rows.iloc[0][list(FITTED_PARAMETERS)].to_numpy(float))
+    params = dataclasses.replace(params, **{k: float(v) for k, v in overrides.items()})
+    return float(np.median(throughput_errors(meas[meas["family"] == family], params)))
+
+
 def prior_sensitivity(meas: pd.DataFrame, family: str, name: str, sds, start: ModelParams | None = None
                       ) -> pd.DataFrame:
     """Hold ``family`` out and refit with a prior on ``name`` of each standard deviation in ``sds``.
