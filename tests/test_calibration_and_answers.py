@@ -265,3 +265,15 @@ def test_held_out_with_reproduces_the_cv_row_and_isolates_one_parameter(meas, cv
         calibrate.held_out_with(meas, cv, "TP16")
     with pytest.raises(ValueError, match="unknown fitted"):
         calibrate.held_out_with(meas, cv, "TP8", step_overhead_s=0.001)
+
+
+def test_stale_router_ttft_replays_the_loaded_llm_d_points_both_ways(meas, fitted):
+    tab = answers.stale_router_ttft(meas, fitted.params, seeds=1)
+    want = meas[meas["mean_ttft_ms"].notna() & (meas["concurrency"] > 1) & (meas["family"] == "disaggregated")]
+    assert list(tab.index) == list(want.index)
+    assert (tab["measured_ttft_ms"] == want["mean_ttft_ms"]).all()
+    # a router that cannot see its own choices piles requests up: longer waits, never more throughput
+    assert (tab["stale_ttft_ms"] > tab["balanced_ttft_ms"]).all()
+    assert (tab["stale_output_tok_s"] <= tab["balanced_output_tok_s"] * 1.01).all()
+    with pytest.raises(ValueError, match="no loaded llm-d point"):
+        answers.stale_router_ttft(meas[meas["family"] != "disaggregated"], fitted.params)

@@ -210,3 +210,25 @@ def whole_request_plateau(meas: pd.DataFrame, params: ModelParams, deployment: s
     measured = float(r["tok_s_per_gpu"])
     matched = steps.loc[(steps["replay_tok_s_per_gpu"] - measured).abs().idxmin()]
     return {"table": table, "steps": steps, "measured": measured, "matched": matched, "calibrated": calibrated}
+
+
+def stale_router_ttft(meas: pd.DataFrame, params: ModelParams, seeds: int | None = None) -> pd.DataFrame:
+    """The llm-d pods' loaded points with a published TTFT, replayed behind a balanced and a stale router (chapter 08).
+
+    Columns: ``deployment``, ``concurrency``, ``measured_ttft_ms``,
+    ``balanced_ttft_ms``, ``stale_ttft_ms`` and the same three for
+    ``output_tok_s``; the stale router scrapes pod state every
+    ``router_refresh_s`` (:func:`servingmodel.stepsim.replay`).
+    """
+    from . import stepsim
+
+    pts = meas[meas["mean_ttft_ms"].notna() & (meas["concurrency"] > 1) & (meas["family"] == "disaggregated")]
+    if pts.empty:
+        raise ValueError("no loaded llm-d point with a published TTFT")
+    bal = stepsim.replay_measurements(pts, params, seeds, routing="balanced")
+    stale = stepsim.replay_measurements(pts, params, seeds, routing="stale")
+    return pd.DataFrame({
+        "deployment": pts["deployment"], "concurrency": pts["concurrency"],
+        "measured_ttft_ms": pts["mean_ttft_ms"], "balanced_ttft_ms": bal["replay_ttft_ms"],
+        "stale_ttft_ms": stale["replay_ttft_ms"], "measured_output_tok_s": pts["output_tok_s"],
+        "balanced_output_tok_s": bal["replay_output_tok_s"], "stale_output_tok_s": stale["replay_output_tok_s"]})
