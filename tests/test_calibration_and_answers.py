@@ -6,7 +6,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from servingmodel import answers, calibrate, fullmodel, ladder
+from servingmodel import answers, calibrate, fullmodel, ladder, stepsim
 from servingmodel.measurements import load_measurements
 from servingmodel.specs import SpecError, get_gpu, get_model, get_profile, parameter_facts
 
@@ -267,13 +267,43 @@ def test_held_out_with_reproduces_the_cv_row_and_isolates_one_parameter(meas, cv
         calibrate.held_out_with(meas, cv, "TP8", step_overhead_s=0.001)
 
 
-def test_stale_router_ttft_replays_the_loaded_llm_d_points_both_ways(meas, fitted):
+def test_stale_router_ttft_replays_the_loaded_llm_d_points_behind_each_router(meas, fitted):
     tab = answers.stale_router_ttft(meas, fitted.params, seeds=1)
     want = meas[meas["mean_ttft_ms"].notna() & (meas["concurrency"] > 1) & (meas["family"] == "disaggregated")]
     assert list(tab.index) == list(want.index)
     assert (tab["measured_ttft_ms"] == want["mean_ttft_ms"]).all()
-    # a router that cannot see its own choices piles requests up: longer waits, never more throughput
-    assert (tab["stale_ttft_ms"] > tab["balanced_ttft_ms"]).all()
-    assert (tab["stale_output_tok_s"] <= tab["balanced_output_tok_s"] * 1.01).all()
+    first = want.iloc[0]
+    direct = stepsim.replay_point(get_model(first["model"]), get_gpu(first["gpu"]), int(first["isl"]),
+                                  int(first["osl"]), fullmodel.layout_of(first), int(first["concurrency"]),
+                                  get_profile("llm-d-modelservice"), fitted.params, seeds=1, routing="stale-herd")
+    assert tab.iloc[0]["stale_herd_ttft_ms"] == pytest.approx(1e3 * direct.mean_ttft_s)
+    # a herding router piles the opening burst onto one pod: longer waits and less throughput
+    assert (tab["stale_herd_ttft_ms"] > tab["balanced_ttft_ms"]).all()
+    assert (tab["stale_herd_output_tok_s"] < tab["balanced_output_tok_s"]).all()
     with pytest.raises(ValueError, match="no loaded llm-d point"):
         answers.stale_router_ttft(meas[meas["family"] != "disaggregated"], fitted.params)
+
+
+def test_stale_router_sensitivity_has_one_row_per_router_interval_and_point(meas, fitted):
+    tab = answers.stale_router_sensitivity(meas, fitted.params, [0.05, 0.1], seeds=1)
+    pts = meas[(meas["family"] == "disaggregated") & meas["concurrency"].isin([8, 64])]
+    assert len(tab) == len(pts) * (1 + 2 * 2)
+    assert tab.loc[tab["router"] == "balanced", "refresh_ms"].isna().all()
+    assert set(tab.loc[tab["router"] != "balanced", "refresh_ms"]) == {50.0, 100.0}
+    assert tab["ttft_error"].notna().sum() == 5 * 3  # three published loaded TTFTs per router and interval
+
+
+def test_stale_router_summary_and_opening_burst_share(meas, fitted):
+    sens = answers.stale_router_sensitivity(meas, fitted.params, [0.05], seeds=1)
+    summ = answers.stale_router_summary(sens)
+    assert list(summ["router"]) == ["balanced", "stale", "stale-herd"]
+    assert np.isnan(summ.loc[0, "refresh_ms"]) and list(summ["refresh_ms"][1:]) == [50.0, 50.0]
+    at64 = sens[(sens["router"] == "stale-herd") & (sens["concurrency"] == 64)]["tok_error"]
+    assert summ.loc[2, "tok min @64"] == pytest.approx(at64.min())
+    assert summ.loc[2, "tok max @64"] == pytest.approx(at64.max())
+    pub = sens[(sens["router"] == "balanced")].dropna(subset=["ttft_error"])
+    assert sum(c.startswith("ttft ") for c in summ.columns) == len(pub)
+    share = answers.opening_burst_share(meas, fitted.params, "2P-TP4 + 1D-TP8", 64)
+    assert 0 < share < 1
+    with pytest.raises(ValueError, match="no wait"):  # a router compared with itself adds nothing
+        answers.opening_burst_share(meas, fitted.params, "2P-TP4 + 1D-TP8", 64, routing="balanced")

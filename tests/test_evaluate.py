@@ -102,6 +102,11 @@ def test_error_row():
     assert row.loc[0, "gpu_median"] == pytest.approx(0.15)
 
 
+def test_format_percent_writes_no_negative_zero():
+    out = ev.format_percent(pd.DataFrame({"a": [-0.001, -0.006, 0.0004]}), ["a"], digits=0)
+    assert list(out["a"]) == ["0%", "-1%", "0%"]
+
+
 def test_format_percent():
     out = ev.format_percent(pd.DataFrame({"a": [0.1234, 0.5], "b": [1, 2]}), ["a"])
     assert out["a"].tolist() == ["12.3%", "50.0%"] and out["b"].tolist() == [1, 2]

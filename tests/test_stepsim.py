@@ -249,23 +249,52 @@ def test_reserve_staircase_steps_down_as_the_reserve_grows():
                                   d_tp=4, d_replicas=1), 8, STANDALONE, PARAMS, (5.0,))
 
 
-def test_stale_routing_sends_a_burst_to_one_instance():
+def test_a_herding_stale_router_sends_a_burst_to_one_instance():
     e = toy()
-    burst = stepsim.replay([e, e], 4, 4, routing="stale", refresh_s=0.05)
+    burst = stepsim.replay([e, e], 4, 4, routing="stale-herd", refresh_s=0.05)
     alone = stepsim.replay([e], 4, 4)
     assert burst.peak_running == 4  # the router's snapshot does not see its own choices
     assert burst.mean_ttft_s == pytest.approx(alone.mean_ttft_s)
     assert stepsim.replay([e, e], 4, 4, routing="balanced").peak_running == 2
 
 
+def test_a_stale_router_without_herding_spreads_a_burst_over_tied_instances():
+    e = toy(max_running=40, capacity=100_000, budget=10_000)
+    spread = stepsim.replay([e] * 4, 40, 40, routing="stale", refresh_s=0.05, seed=3)
+    assert spread.peak_running < 40  # ties broken request by request, so the burst does not pile up
+    herd = stepsim.replay([e] * 4, 40, 40, routing="stale-herd", refresh_s=0.05, seed=3)
+    assert herd.peak_running == 40
+
+
 def test_stale_routing_refreshes_its_snapshot_only_after_refresh_s():
     e = toy()
     # a snapshot that never ages: every request of the run lands on the first target
-    frozen = stepsim.replay([e, e], 2, 8, routing="stale", refresh_s=1e9)
+    frozen = stepsim.replay([e, e], 2, 8, routing="stale-herd", refresh_s=1e9)
     assert frozen.peak_running == 2 and frozen.output_tok_s == pytest.approx(stepsim.replay([e], 2, 8).output_tok_s)
     # a fresh snapshot per arrival time: later arrivals spread, so the run is faster than on one instance
-    fresh = stepsim.replay([e, e], 2, 8, routing="stale", refresh_s=1e-6)
+    fresh = stepsim.replay([e, e], 2, 8, routing="stale-herd", refresh_s=1e-6)
     assert fresh.output_tok_s > frozen.output_tok_s
-    for bad in (0.0, -1.0, float("nan")):
-        with pytest.raises(ValueError, match="refresh_s"):
-            stepsim.replay([e, e], 2, 2, routing="stale", refresh_s=bad)
+    for routing in ("stale", "stale-herd"):
+        for bad in (0.0, -1.0, float("nan")):
+            with pytest.raises(ValueError, match="refresh_s"):
+                stepsim.replay([e, e], 2, 2, routing=routing, refresh_s=bad)
+
+
+def test_stale_router_keeps_its_snapshot_until_it_is_refresh_s_old():
+    for herd in (False, True):
+        router = stepsim.StaleRouter(0.05, np.random.default_rng(0), herd=herd)
+        assert router.pick(0.0, [3, 1, 2]) == 1
+        assert router.pick(0.0499, [3, 9, 0]) == 1  # the router does not see the new loads yet
+        assert router.pick(0.05, [3, 9, 0]) == 2  # a snapshot exactly refresh_s old is renewed
+        assert router.pick(0.06, [0, 9, 9]) == 2  # the window restarts at the renewal, not on a fixed clock
+        assert router.pick(0.10, [0, 9, 9]) == 0
+    # with herding a tie is broken once per snapshot; without, request by request
+    herding = stepsim.StaleRouter(1.0, np.random.default_rng(1), herd=True)
+    assert len({herding.pick(0.0, [0, 0, 0, 0]) for _ in range(20)}) == 1
+    spreading = stepsim.StaleRouter(1.0, np.random.default_rng(1))
+    assert len({spreading.pick(0.0, [0, 0, 0, 0]) for _ in range(20)}) > 1
+
+
+def test_refresh_s_is_refused_without_stale_routing():
+    with pytest.raises(ValueError, match="stale routing only"):
+        stepsim.replay([toy(), toy()], 2, 2, routing="balanced", refresh_s=0.05)

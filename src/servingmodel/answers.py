@@ -212,23 +212,100 @@ def whole_request_plateau(meas: pd.DataFrame, params: ModelParams, deployment: s
     return {"table": table, "steps": steps, "measured": measured, "matched": matched, "calibrated": calibrated}
 
 
-def stale_router_ttft(meas: pd.DataFrame, params: ModelParams, seeds: int | None = None) -> pd.DataFrame:
-    """The llm-d pods' loaded points with a published TTFT, replayed behind a balanced and a stale router (chapter 08).
+STALE_ROUTINGS = ("stale", "stale-herd")
 
-    Columns: ``deployment``, ``concurrency``, ``measured_ttft_ms``,
-    ``balanced_ttft_ms``, ``stale_ttft_ms`` and the same three for
-    ``output_tok_s``; the stale router scrapes pod state every
-    ``router_refresh_s`` (:func:`servingmodel.stepsim.replay`).
+
+def stale_router_ttft(meas: pd.DataFrame, params: ModelParams, seeds: int | None = None,
+                      refresh_s: float | None = None) -> pd.DataFrame:
+    """The llm-d pods' loaded points with a published TTFT, replayed behind each router (chapter 08).
+
+    Columns: ``deployment``, ``concurrency``, ``measured_ttft_ms`` and
+    ``measured_output_tok_s``, then ``<router>_ttft_ms`` and
+    ``<router>_output_tok_s`` for ``balanced``, ``stale`` and ``stale_herd``;
+    the stale routers scrape pod state every ``refresh_s`` (default
+    ``router_refresh_s``; :class:`servingmodel.stepsim.StaleRouter`).
     """
     from . import stepsim
 
     pts = meas[meas["mean_ttft_ms"].notna() & (meas["concurrency"] > 1) & (meas["family"] == "disaggregated")]
     if pts.empty:
         raise ValueError("no loaded llm-d point with a published TTFT")
-    bal = stepsim.replay_measurements(pts, params, seeds, routing="balanced")
-    stale = stepsim.replay_measurements(pts, params, seeds, routing="stale")
-    return pd.DataFrame({
-        "deployment": pts["deployment"], "concurrency": pts["concurrency"],
-        "measured_ttft_ms": pts["mean_ttft_ms"], "balanced_ttft_ms": bal["replay_ttft_ms"],
-        "stale_ttft_ms": stale["replay_ttft_ms"], "measured_output_tok_s": pts["output_tok_s"],
-        "balanced_output_tok_s": bal["replay_output_tok_s"], "stale_output_tok_s": stale["replay_output_tok_s"]})
+    out = pd.DataFrame({"deployment": pts["deployment"], "concurrency": pts["concurrency"],
+                        "measured_ttft_ms": pts["mean_ttft_ms"], "measured_output_tok_s": pts["output_tok_s"]})
+    for routing in ("balanced",) + STALE_ROUTINGS:
+        rep = stepsim.replay_measurements(pts, params, seeds, routing=routing,
+                                          refresh_s=None if routing == "balanced" else refresh_s)
+        key = routing.replace("-", "_")
+        out[f"{key}_ttft_ms"] = rep["replay_ttft_ms"]
+        out[f"{key}_output_tok_s"] = rep["replay_output_tok_s"]
+    return out
+
+
+def stale_router_sensitivity(meas: pd.DataFrame, params: ModelParams, refreshes_s, seeds: int | None = None
+                             ) -> pd.DataFrame:
+    """The stale routers' replay of the llm-d pods for each scrape interval in ``refreshes_s`` (chapter 08).
+
+    Covers every llm-d point at a concurrency where one of them published a
+    loaded TTFT. One row per router and point: ``router`` (``balanced``,
+    ``stale`` or ``stale-herd``), ``refresh_ms`` (NaN for balanced),
+    ``deployment``, ``concurrency``, ``ttft_error`` (replay / measured - 1,
+    NaN without a published TTFT) and ``tok_error`` (output throughput, likewise).
+    """
+    from . import stepsim
+
+    llmd = meas[meas["family"] == "disaggregated"]
+    loads = set(llmd.loc[llmd["mean_ttft_ms"].notna() & (llmd["concurrency"] > 1), "concurrency"])
+    if not loads:
+        raise ValueError("no loaded llm-d point with a published TTFT")
+    pts = llmd[llmd["concurrency"].isin(loads)]
+    runs = [("balanced", float("nan"), stepsim.replay_measurements(pts, params, seeds, routing="balanced"))]
+    for routing in STALE_ROUTINGS:
+        for r in refreshes_s:
+            runs.append((routing, 1e3 * float(r),
+                         stepsim.replay_measurements(pts, params, seeds, routing=routing, refresh_s=float(r))))
+    frames = [pd.DataFrame({"router": name, "refresh_ms": ms, "deployment": pts["deployment"],
+                            "concurrency": pts["concurrency"],
+                            "ttft_error": rep["replay_ttft_ms"] / pts["mean_ttft_ms"] - 1,
+                            "tok_error": rep["replay_output_tok_s"] / pts["output_tok_s"] - 1})
+              for name, ms, rep in runs]
+    return pd.concat(frames, ignore_index=True)
+
+
+def stale_router_summary(sens: pd.DataFrame) -> pd.DataFrame:
+    """One row per router and interval of :func:`stale_router_sensitivity`: the TTFT error at each published
+    point (``ttft <deployment> @<C>``) and the least and greatest throughput error over the deployments at
+    each concurrency (``tok min @<C>``, ``tok max @<C>``), all fractions."""
+    keys = ["router", "refresh_ms"]
+    sens = sens.assign(refresh_ms=sens["refresh_ms"].fillna(-1.0))  # groupby drops NaN keys
+    ttft = sens.dropna(subset=["ttft_error"]).assign(
+        col=lambda d: "ttft " + d["deployment"] + " @" + d["concurrency"].astype(str))
+    wide = ttft.pivot_table(index=keys, columns="col", values="ttft_error", sort=False)
+    tok = sens.groupby(keys + ["concurrency"], sort=False)["tok_error"].agg(["min", "max"]).unstack("concurrency")
+    tok.columns = [f"tok {stat} @{c}" for stat, c in tok.columns]
+    out = wide.join(tok).reset_index()
+    out["refresh_ms"] = out["refresh_ms"].where(out["refresh_ms"] >= 0)
+    return out
+
+
+def opening_burst_share(meas: pd.DataFrame, params: ModelParams, deployment: str, concurrency: int,
+                        routing: str = "stale-herd", reference: str = "balanced") -> float:
+    """Share of the extra TTFT of ``routing`` over ``reference`` that falls on the run's first C requests.
+
+    Both replays are single runs (seed 0) of one measured point; the first C
+    requests are the closed loop's opening burst, all sent at once.
+    """
+    from . import stepsim
+
+    point = meas[(meas["deployment"] == deployment) & (meas["concurrency"] == concurrency)]
+    if len(point) != 1:
+        raise ValueError(f"expected one measured point of {deployment!r} at concurrency {concurrency}, "
+                         f"found {len(point)}")
+    r = point.iloc[0]
+    model, gpu, isl, osl = _workload(point)
+    lay, prof = fullmodel.layout_of(r), fullmodel.benchmark_profile(r)
+    ttft = {k: stepsim.replay_point(model, gpu, isl, osl, lay, concurrency, prof, params, seeds=1,
+                                    routing=k).ttft_by_arrival_s() for k in (routing, reference)}
+    extra = ttft[routing] - ttft[reference]
+    if not extra.sum() > 0:
+        raise ValueError(f"{routing} adds no wait over {reference} at {deployment!r}, concurrency {concurrency}")
+    return float(extra[:concurrency].sum() / extra.sum())

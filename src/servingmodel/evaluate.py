@@ -119,8 +119,14 @@ def format_percent(frame: pd.DataFrame, columns, digits: int = 1) -> pd.DataFram
     """Copy of ``frame`` with the fraction ``columns`` written as percent strings."""
     out = frame.copy()
     for c in columns:
-        out[c] = [f"{100 * float(v):.{digits}f}%" for v in out[c]]
+        out[c] = [_percent(v, digits) for v in out[c]]
     return out
+
+
+def _percent(v, digits: int) -> str:
+    """``v`` as a percent string; a value that rounds to zero is written without a minus sign."""
+    s = f"{100 * float(v):.{digits}f}"
+    return (s[1:] if s.startswith("-") and float(s) == 0 else s) + "%"
 
 
 def per_user_from_latencies(osl, ttft_s, tpot_s):

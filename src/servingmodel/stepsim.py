@@ -38,7 +38,7 @@ from .kvcache import mean_context_tokens
 from .prefill import prefill_chunks
 from .specs import constant
 
-ROUTINGS = ("random", "balanced", "stale")
+ROUTINGS = ("random", "balanced", "stale", "stale-herd")
 
 
 @dataclass(frozen=True)
@@ -238,6 +238,45 @@ class _Instance:
         return done
 
 
+def _least_loaded(loads, rng) -> int:
+    """Index of the smallest load, ties broken at random."""
+    loads = np.asarray(loads)
+    ties = np.flatnonzero(loads == loads.min())
+    return int(ties[rng.integers(len(ties))]) if len(ties) > 1 else int(ties[0])
+
+
+class StaleRouter:
+    """A load-aware router that sees the instances' loads only as of its last snapshot.
+
+    The first request to arrive once the snapshot is at least ``refresh_s``
+    old (or when there is none) takes a new snapshot of the loads; each
+    request goes to the least-loaded instance in the current snapshot. With
+    ``herd`` the tie between equally loaded instances is broken once per
+    snapshot, so every request until the next one lands on the same
+    instance (the behaviour llm-d-router pull request 2515 describes: a burst
+    that sees the same scores and the same shuffle picks one pod); without it,
+    ties are broken request by request. Two simplifications favour the
+    router over a scrape on a fixed clock: the snapshot is taken at an
+    arrival, so its first user sees exact loads, and a load counts every
+    request present (running or waiting), where the llm-d scorers read queue
+    length and KV-cache use.
+    """
+
+    def __init__(self, refresh_s: float, rng, herd: bool = False):
+        refresh_s = float(refresh_s)
+        if not (np.isfinite(refresh_s) and refresh_s > 0):
+            raise ValueError(f"refresh_s must be positive, got {refresh_s!r}")
+        self.refresh_s, self.rng, self.herd = refresh_s, rng, bool(herd)
+        self.taken_s, self.loads, self.target = -np.inf, None, 0
+
+    def pick(self, t: float, loads) -> int:
+        if t - self.taken_s >= self.refresh_s:
+            self.taken_s, self.loads = t, np.asarray(loads).copy()
+            self.target = _least_loaded(self.loads, self.rng)
+            return self.target
+        return self.target if self.herd else _least_loaded(self.loads, self.rng)
+
+
 def replay(engines, concurrency: int, prompts: int, routing: str = "balanced", seed: int = 0,
            refresh_s: float | None = None) -> RunResult:
     """Replay one benchmark run: ``concurrency`` clients, ``prompts`` requests in all, over ``engines``.
@@ -245,22 +284,19 @@ def replay(engines, concurrency: int, prompts: int, routing: str = "balanced", s
     ``routing`` is ``"random"`` (each request to a uniformly random instance,
     like a plain Kubernetes Service), ``"balanced"`` (to the instance with
     the fewest requests present, ties broken at random, like a load-aware
-    router that sees every pod's state at once) or ``"stale"`` (a load-aware
-    router that sees pod state only as scraped every ``refresh_s`` seconds:
-    the first arrival after a snapshot is ``refresh_s`` old takes a new one
-    and picks the least-loaded instance in it, ties at random, and every
-    arrival until the next snapshot goes to that same instance, since none of
-    them changes what the router sees). Deterministic for a given ``seed``.
+    router that sees every pod's state at once), ``"stale"`` or
+    ``"stale-herd"`` (a :class:`StaleRouter` whose snapshot ages
+    ``refresh_s``, by default ``router_refresh_s`` of
+    ``data/parameters.csv``, breaking ties per request or, herding, per
+    snapshot). Deterministic for a given ``seed``.
     """
     engines = list(engines)
     if not engines:
         raise ValueError("need at least one engine")
     if routing not in ROUTINGS:
         raise ValueError(f"unknown routing {routing!r}; expected one of {ROUTINGS}")
-    if routing == "stale":
-        refresh_s = float(constant("router_refresh_s") if refresh_s is None else refresh_s)
-        if not (np.isfinite(refresh_s) and refresh_s > 0):
-            raise ValueError(f"refresh_s must be positive, got {refresh_s!r}")
+    if refresh_s is not None and not routing.startswith("stale"):
+        raise ValueError(f"refresh_s applies to stale routing only, not {routing!r}")
     if concurrency < 1 or prompts < concurrency:
         raise ValueError(f"need 1 <= concurrency <= prompts, got concurrency={concurrency}, prompts={prompts}")
     osl = engines[0].osl
@@ -278,23 +314,17 @@ def replay(engines, concurrency: int, prompts: int, routing: str = "balanced", s
         if end is not None:
             heapq.heappush(heap, (end, idx, i.version))
 
-    snapshot = {"taken_s": -np.inf, "target": 0}
-
-    def least_loaded() -> int:
-        loads = np.array([i.present() for i in inst])
-        ties = np.flatnonzero(loads == loads.min())
-        return int(ties[rng.integers(len(ties))]) if len(ties) > 1 else int(ties[0])
+    stale = StaleRouter(constant("router_refresh_s") if refresh_s is None else refresh_s, rng,
+                        herd=routing == "stale-herd") if routing.startswith("stale") else None
 
     def route(t: float):
         nonlocal issued
         if routing == "random":
             idx = int(rng.integers(len(inst)))
-        elif routing == "stale":
-            if t - snapshot["taken_s"] >= refresh_s:
-                snapshot["taken_s"], snapshot["target"] = t, least_loaded()
-            idx = snapshot["target"]
+        elif stale is not None:
+            idx = stale.pick(t, [i.present() for i in inst])
         else:
-            idx = least_loaded()
+            idx = _least_loaded([i.present() for i in inst], rng)
         target = inst[idx]
         target.waiting.append(_Request(t, target.e.isl))
         issued += 1
@@ -353,14 +383,16 @@ def engines_for(model, gpu, isl: int, osl: int, layout, profile, params, weight_
 
 def replay_runs(model, gpu, isl: int, osl: int, layout, concurrency: int, profile, params, seeds: int | None = None,
                 weight_dtype: str = "bf16", kv_dtype: str = "bf16",
-                max_num_batched_tokens: int | None = None, routing: str | None = None) -> list[RunResult]:
+                max_num_batched_tokens: int | None = None, routing: str | None = None,
+                refresh_s: float | None = None) -> list[RunResult]:
     """Replay the benchmark at one point, as the harness ran it (``prompts_per_slot`` x C prompts), once per seed.
 
     With one instance nothing is random and there is one run; with more, the
     routing draws random numbers and there are ``seeds`` runs (``replay_seeds``
     of ``data/parameters.csv`` by default). ``max_num_batched_tokens``
     overrides vLLM's token budget per step (chapter 08 varies it); ``routing``
-    overrides the profile's (chapter 08 tries ``"stale"`` on the llm-d pods).
+    overrides the profile's (chapter 08 tries the stale routers on the llm-d
+    pods, with ``refresh_s`` as in :func:`replay`).
     """
     if concurrency < 1 or int(concurrency) != concurrency:
         raise ValueError(f"concurrency must be a whole number of at least 1, got {concurrency!r}")
@@ -370,15 +402,17 @@ def replay_runs(model, gpu, isl: int, osl: int, layout, concurrency: int, profil
     n = 1 if len(engines) == 1 else int(seeds if seeds is not None else constant("replay_seeds"))
     if n < 1:
         raise ValueError(f"seeds must be at least 1, got {seeds!r}")
-    return [replay(engines, int(concurrency), prompts, routing or profile.routing, seed=s) for s in range(n)]
+    return [replay(engines, int(concurrency), prompts, routing or profile.routing, seed=s, refresh_s=refresh_s)
+            for s in range(n)]
 
 
 def replay_point(model, gpu, isl: int, osl: int, layout, concurrency: int, profile, params,
                  seeds: int | None = None, weight_dtype: str = "bf16", kv_dtype: str = "bf16",
-                 max_num_batched_tokens: int | None = None, routing: str | None = None) -> RunResult:
+                 max_num_batched_tokens: int | None = None, routing: str | None = None,
+                 refresh_s: float | None = None) -> RunResult:
     """:func:`replay_runs` averaged over its seeds; the per-request record is the first run's."""
     runs = replay_runs(model, gpu, isl, osl, layout, concurrency, profile, params, seeds, weight_dtype, kv_dtype,
-                       max_num_batched_tokens, routing)
+                       max_num_batched_tokens, routing, refresh_s)
     first = runs[0]
     return RunResult(float(np.mean([r.output_tok_s for r in runs])), float(np.mean([r.mean_ttft_s for r in runs])),
                      float(np.mean([r.mean_tpot_s for r in runs])), float(np.mean([r.duration_s for r in runs])),
@@ -386,12 +420,14 @@ def replay_point(model, gpu, isl: int, osl: int, layout, concurrency: int, profi
                      first.ttft_s, max(r.peak_running for r in runs))
 
 
-def replay_measurements(meas, params, seeds: int | None = None, routing: str | None = None):
+def replay_measurements(meas, params, seeds: int | None = None, routing: str | None = None,
+                        refresh_s: float | None = None):
     """Replay every measured point; returns the deployment columns plus ``replay_*`` columns.
 
     ``replay_output_tok_s``, ``replay_tok_s_per_gpu``, ``replay_ttft_ms``,
     ``replay_tpot_ms`` and ``replay_preemptions`` (per replay, averaged over seeds).
-    ``routing`` overrides every point's profile routing (None keeps it).
+    ``routing`` overrides every point's profile routing (None keeps it);
+    ``refresh_s`` goes with the stale routings.
     """
     import pandas as pd
 
@@ -401,7 +437,8 @@ def replay_measurements(meas, params, seeds: int | None = None, routing: str | N
     rows = []
     for _, r in meas.iterrows():
         res = replay_point(get_model(r["model"]), get_gpu(r["gpu"]), int(r["isl"]), int(r["osl"]), layout_of(r),
-                           int(r["concurrency"]), benchmark_profile(r), params, seeds, routing=routing)
+                           int(r["concurrency"]), benchmark_profile(r), params, seeds, routing=routing,
+                           refresh_s=refresh_s)
         rows.append({"replay_output_tok_s": res.output_tok_s, "replay_tok_s_per_gpu": res.output_tok_s / r["num_gpus"],
                      "replay_ttft_ms": res.mean_ttft_s * 1e3, "replay_tpot_ms": res.mean_tpot_s * 1e3,
                      "replay_preemptions": res.preemptions})
