@@ -249,22 +249,49 @@ def test_whole_request_plateau_reads_the_measured_point_as_a_staircase_step(meas
     assert steps["peak_running"].is_monotonic_increasing
     assert steps["max_reserve_gib"].is_monotonic_decreasing
     assert steps["replay_tok_s_per_gpu"].is_monotonic_increasing
-    gaps = (steps["replay_tok_s_per_gpu"] - w["measured"]).abs()
-    assert w["matched"]["peak_running"] == steps.loc[gaps.idxmin(), "peak_running"]
+    point = meas[(meas["deployment"] == "TP2 x 1") & (meas["concurrency"] == 32)].iloc[0]
+    assert w["measured"] == point["tok_s_per_gpu"]
+    assert w["matched"]["peak_running"] in set(steps["peak_running"])
+    direct = stepsim.replay_point(get_model(point["model"]), get_gpu(point["gpu"]), int(point["isl"]),
+                                  int(point["osl"]), fullmodel.layout_of(point), 32, get_profile("llm-d-standalone"),
+                                  params)
     assert w["calibrated"]["reserve_gib"] == pytest.approx(params.memory_reserve_gib)
+    assert w["calibrated"]["peak_running"] == direct.peak_running
+    default = answers.whole_request_plateau(meas, params)["table"]["reserve_gib"]
+    assert default.min() < params.memory_reserve_gib < default.max()  # the default grid brackets the calibration
     with pytest.raises(ValueError, match="TP2 x 1.*concurrency 3"):
         answers.whole_request_plateau(meas, params, concurrency=3)
 
 
-def test_held_out_with_reproduces_the_cv_row_and_isolates_one_parameter(meas, cv, fitted):
+def test_held_out_with_scores_the_refit_with_one_parameter_swapped(meas, cv, fitted):
     row = cv.set_index("held_out").loc["TP8"]
     assert calibrate.held_out_with(meas, cv, "TP8") == pytest.approx(row["median_abs_rel_err"])
-    swapped = calibrate.held_out_with(meas, cv, "TP8", host_penalty_s=fitted.params.host_penalty_s)
-    assert swapped != pytest.approx(row["median_abs_rel_err"])
+    refit = calibrate.fit(meas[meas["family"] != "TP8"]).params  # the refit again, not read from cv
+    swapped = calibrate.replace_params(refit, host_penalty_s=fitted.params.host_penalty_s)
+    want = np.median(calibrate.throughput_errors(meas[meas["family"] == "TP8"], swapped))
+    got = calibrate.held_out_with(meas, cv, "TP8", host_penalty_s=fitted.params.host_penalty_s)
+    assert got == pytest.approx(want, rel=1e-6)
     with pytest.raises(ValueError, match="single row"):
         calibrate.held_out_with(meas, cv, "TP16")
     with pytest.raises(ValueError, match="unknown fitted"):
         calibrate.held_out_with(meas, cv, "TP8", step_overhead_s=0.001)
+
+
+def test_fit_and_cross_validation_count_points_the_model_cannot_serve(meas, monkeypatch):
+    sub = meas[meas["family"].isin(["TP4", "disaggregated"])]
+    victim = sub.index[sub["family"] == "TP4"][0]
+    real = calibrate.predict_measurements
+
+    def cannot_serve_victim(m, p, *args, **kwargs):
+        out = real(m, p, *args, **kwargs)
+        if victim in out.index:
+            out.loc[victim, "pred_output_tok_s"] = 0.0
+        return out
+
+    monkeypatch.setattr(calibrate, "predict_measurements", cannot_serve_victim)
+    assert calibrate.fit(sub).unserved == 1
+    cv = calibrate.cross_validate(sub).set_index("held_out")
+    assert cv["unserved"].to_dict() == {"TP4": 1, "disaggregated": 1}  # held out, then in the training set
 
 
 def test_stale_router_ttft_replays_the_loaded_llm_d_points_behind_each_router(meas, fitted):

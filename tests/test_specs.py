@@ -122,7 +122,7 @@ def test_non_numeric_fact_is_refused(tmp_path):
 
 def test_profiles_carry_the_optional_software_facts_where_known():
     sa, ms, ideal = (specs.get_profile(n) for n in ("llm-d-standalone", "llm-d-modelservice", "ideal"))
-    assert (sa.vllm_version, sa.kv_block_tokens) == ("0.10.1", 16)
+    assert (sa.vllm_version, sa.kv_block_tokens) == ("0.10.1 or 0.10.2", 16)
     assert (ms.vllm_version, ms.kv_block_tokens) == ("0.10.0", 128)
     assert (ideal.vllm_version, ideal.kv_block_tokens) == ("", None)
 

@@ -179,12 +179,13 @@ def lone_request_excess_ms(pairs: pd.DataFrame) -> dict:
 
 
 def whole_request_plateau(meas: pd.DataFrame, params: ModelParams, deployment: str = "TP2 x 1",
-                          concurrency: int = 32, reserves_gib=tuple(np.round(np.arange(4.4, 5.25, 0.1), 1))) -> dict:
+                          concurrency: int = 32, reserves_gib=None) -> dict:
     """The measured plateau of one deployment read as a whole number of requests (chapters 08 and 10).
 
     Replays the measured point with the memory reserve at each of
-    ``reserves_gib`` (:func:`servingmodel.stepsim.reserve_staircase`) and at
-    the calibrated reserve. Returns ``table`` (the staircase), ``steps`` (for
+    ``reserves_gib`` (:func:`servingmodel.stepsim.reserve_staircase`; by
+    default 0.1 GiB steps from 0.7 GiB below to 0.1 GiB above the calibrated
+    reserve, rounded to 0.1 GiB) and at the calibrated reserve. Returns ``table`` (the staircase), ``steps`` (for
     each number of requests running without preemption: the replayed
     tok/s/GPU and the largest reserve that allows it), ``measured`` (tok/s/GPU),
     ``matched`` (the step nearest the measurement) and ``calibrated`` (the
@@ -199,6 +200,8 @@ def whole_request_plateau(meas: pd.DataFrame, params: ModelParams, deployment: s
     r = point.iloc[0]
     model, gpu, isl, osl = _workload(point)
     lay, prof = fullmodel.layout_of(r), fullmodel.benchmark_profile(r)
+    if reserves_gib is None:
+        reserves_gib = np.round(params.memory_reserve_gib + np.arange(-7, 2) / 10, 1)
     table = stepsim.reserve_staircase(model, gpu, isl, osl, lay, concurrency, prof, params, reserves_gib)
     calibrated = stepsim.reserve_staircase(model, gpu, isl, osl, lay, concurrency, prof, params,
                                            [params.memory_reserve_gib]).iloc[0]

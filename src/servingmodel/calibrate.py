@@ -70,6 +70,12 @@ def residuals(pred: pd.DataFrame, meas: pd.DataFrame, latency_weight: float = LA
     return np.where(np.isfinite(out), out, UNSERVED_RESIDUAL)
 
 
+def unserved_residuals(pred: pd.DataFrame, meas: pd.DataFrame, latency_weight: float = LATENCY_WEIGHT,
+                       ttft_weight: float = TTFT_WEIGHT) -> int:
+    """How many of :func:`log_residuals` the model could not compute (a zero or missing prediction)."""
+    return int(np.sum(~np.isfinite(log_residuals(pred, meas, latency_weight, ttft_weight))))
+
+
 def log_residuals(pred: pd.DataFrame, meas: pd.DataFrame, latency_weight: float = LATENCY_WEIGHT,
                   ttft_weight: float = TTFT_WEIGHT) -> np.ndarray:
     """Log residuals: one per throughput point, one per measured TPOT, one per TTFT measured at concurrency 1.
@@ -144,8 +150,7 @@ def fit(meas: pd.DataFrame, start: ModelParams | None = None, features: Features
                     sol.x)
     x = lo + sol.x * scale
     params = start.with_fitted(x)
-    unserved = int(np.sum(~np.isfinite(log_residuals(predict_measurements(meas, params, features), meas,
-                                                     latency_weight, ttft_weight))))
+    unserved = unserved_residuals(predict_measurements(meas, params, features), meas, latency_weight, ttft_weight)
     dof = max(n_data - len(x), 1)
     s2 = 2 * sol.cost / dof
     jac = sol.jac / scale[None, :]
@@ -193,9 +198,10 @@ def cross_validate(meas: pd.DataFrame, start: ModelParams | None = None,
         test = meas[meas["family"] == fam]
         res = fit(train, start, latency_weight=latency_weight, priors=priors)
         err = throughput_errors(test, res.params)
+        held_out_unserved = unserved_residuals(predict_measurements(test, res.params), test, latency_weight)
         row = {"held_out": fam, "points": len(test), "median_abs_rel_err": float(np.median(err)),
                "p90_abs_rel_err": float(np.quantile(err, 0.9)), "at_bound": ", ".join(res.at_bound),
-               "unserved": res.unserved + int(np.sum(~np.isfinite(err)))}
+               "unserved": res.unserved + held_out_unserved}
         for n in FITTED_PARAMETERS:
             row[n] = getattr(res.params, n)
             row[n + "_stderr"] = res.stderr[n]

@@ -151,6 +151,8 @@ def make_instance_arrays(model: ModelSpec, gpu: GpuSpec, tp, isl, osl, gpu_memor
     # every prefill chunk is an engine step that pays the fixed overhead
     t_pf = t_pf + prefill.prefill_chunks(isl, budget) * params.step_overhead_s
     util = np.asarray(gpu_memory_utilization, float)
+    if np.any(~((util > 0) & (util <= 1))):
+        raise ValueError(f"gpu_memory_utilization must be in (0, 1], got {gpu_memory_utilization!r}")
     shape = np.broadcast(np.asarray(tp), np.asarray(isl), np.asarray(osl), util).shape
     if features.kv_limit:
         cap = kvcache.kv_capacity_tokens(gpu, model, tp, util, params.memory_reserve_gib * GIB, weight_dtype, kv_dtype)
