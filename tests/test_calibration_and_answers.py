@@ -304,6 +304,8 @@ def test_stale_router_ttft_replays_the_loaded_llm_d_points_behind_each_router(me
                                   int(first["osl"]), fullmodel.layout_of(first), int(first["concurrency"]),
                                   get_profile("llm-d-modelservice"), fitted.params, seeds=1, routing="stale-herd")
     assert tab.iloc[0]["stale_herd_ttft_ms"] == pytest.approx(1e3 * direct.mean_ttft_s)
+    direct_stale = stepsim.replay_measurements(want, fitted.params, seeds=1, routing="stale")
+    assert (tab["stale_ttft_ms"] == direct_stale["replay_ttft_ms"]).all()
     # a herding router piles the opening burst onto one pod: longer waits and less throughput
     assert (tab["stale_herd_ttft_ms"] > tab["balanced_ttft_ms"]).all()
     assert (tab["stale_herd_output_tok_s"] < tab["balanced_output_tok_s"]).all()
@@ -318,6 +320,17 @@ def test_stale_router_sensitivity_has_one_row_per_router_interval_and_point(meas
     assert tab.loc[tab["router"] == "balanced", "refresh_ms"].isna().all()
     assert set(tab.loc[tab["router"] != "balanced", "refresh_ms"]) == {50.0, 100.0}
     assert tab["ttft_error"].notna().sum() == 5 * 3  # three published loaded TTFTs per router and interval
+    for routing, ms in (("stale", 100.0), ("stale-herd", 50.0)):  # each row is the replay at its own interval
+        rows = tab[(tab["router"] == routing) & (tab["refresh_ms"] == ms)]
+        direct = stepsim.replay_measurements(pts, fitted.params, seeds=1, routing=routing, refresh_s=ms / 1e3)
+        assert np.allclose(rows["tok_error"].to_numpy(), (direct["replay_output_tok_s"] / pts["output_tok_s"] - 1))
+    shift = answers.stale_router_throughput_shift(tab, 64)
+    assert list(shift["router"]) == ["stale", "stale", "stale-herd", "stale-herd"]
+    herd50 = tab[(tab["router"] == "stale-herd") & (tab["refresh_ms"] == 50.0) & (tab["concurrency"] == 64)]
+    bal = tab[(tab["router"] == "balanced") & (tab["concurrency"] == 64)]
+    by_hand = herd50.set_index("deployment")["tok_error"] - bal.set_index("deployment")["tok_error"]
+    row = shift[(shift["router"] == "stale-herd") & (shift["refresh_ms"] == 50.0)].iloc[0]
+    assert (row["min"], row["max"]) == pytest.approx((by_hand.min(), by_hand.max()))
 
 
 def test_stale_router_summary_and_opening_burst_share(meas, fitted):

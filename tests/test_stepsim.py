@@ -298,3 +298,32 @@ def test_stale_router_keeps_its_snapshot_until_it_is_refresh_s_old():
 def test_refresh_s_is_refused_without_stale_routing():
     with pytest.raises(ValueError, match="stale routing only"):
         stepsim.replay([toy(), toy()], 2, 2, routing="balanced", refresh_s=0.05)
+
+
+def test_the_herding_router_can_be_told_where_the_opening_burst_lands():
+    fast, slow = toy(dec=0.01), toy(dec=0.02)
+    on_fast = stepsim.replay([fast, slow], 4, 4, routing="stale-herd", burst_target=0)
+    on_slow = stepsim.replay([fast, slow], 4, 4, routing="stale-herd", burst_target=1)
+    assert on_fast.duration_s < on_slow.duration_s  # the whole burst runs on the instance it names
+    assert on_fast.mean_ttft_s == pytest.approx(stepsim.replay([fast], 4, 4).mean_ttft_s)
+    with pytest.raises(ValueError, match="stale-herd routing only"):
+        stepsim.replay([fast, slow], 4, 4, routing="stale", burst_target=0)
+    with pytest.raises(ValueError, match="one of the 2 instances"):
+        stepsim.replay([fast, slow], 4, 4, routing="stale-herd", burst_target=2)
+    router = stepsim.StaleRouter(0.05, np.random.default_rng(0), herd=True, first_target=0)
+    with pytest.raises(ValueError, match="not among the least-loaded"):
+        router.pick(0.0, [1, 0])
+
+
+def test_replay_runs_average_the_herding_router_over_every_burst_target():
+    lay = fullmodel.Layout("disaggregated", p_tp=4, p_replicas=2, d_tp=8, d_replicas=1)
+    llmd = get_profile("llm-d-modelservice")
+    runs = stepsim.replay_runs(MODEL, GPU, 10_000, 1000, lay, 8, llmd, PARAMS, seeds=2, routing="stale-herd")
+    assert len(runs) == 3 * 2  # three pods, two seeds each
+    assert len(stepsim.replay_runs(MODEL, GPU, 10_000, 1000, lay, 8, llmd, PARAMS, seeds=2, routing="stale")) == 2
+    # the interval reaches the replay: a snapshot that never ages sends every request to the burst's pod
+    frozen = stepsim.replay_point(MODEL, GPU, 10_000, 1000, lay, 8, llmd, PARAMS, seeds=1, routing="stale-herd",
+                                  refresh_s=1e9)
+    fresh = stepsim.replay_point(MODEL, GPU, 10_000, 1000, lay, 8, llmd, PARAMS, seeds=1, routing="stale-herd",
+                                 refresh_s=1e-3)
+    assert frozen.output_tok_s < fresh.output_tok_s

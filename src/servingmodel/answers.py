@@ -291,11 +291,12 @@ def stale_router_summary(sens: pd.DataFrame) -> pd.DataFrame:
 
 
 def opening_burst_share(meas: pd.DataFrame, params: ModelParams, deployment: str, concurrency: int,
-                        routing: str = "stale-herd", reference: str = "balanced") -> float:
-    """Share of the extra TTFT of ``routing`` over ``reference`` that falls on the run's first C requests.
+                        routing: str = "stale-herd", reference: str = "balanced", seeds: int | None = None) -> float:
+    """Share of the extra TTFT of ``routing`` over ``reference`` that falls on the runs' first C requests.
 
-    Both replays are single runs (seed 0) of one measured point; the first C
-    requests are the closed loop's opening burst, all sent at once.
+    Pooled over all runs of :func:`servingmodel.stepsim.replay_runs` for each
+    router at one measured point; the first C requests of a run are the
+    closed loop's opening burst, all sent at once.
     """
     from . import stepsim
 
@@ -306,9 +307,26 @@ def opening_burst_share(meas: pd.DataFrame, params: ModelParams, deployment: str
     r = point.iloc[0]
     model, gpu, isl, osl = _workload(point)
     lay, prof = fullmodel.layout_of(r), fullmodel.benchmark_profile(r)
-    ttft = {k: stepsim.replay_point(model, gpu, isl, osl, lay, concurrency, prof, params, seeds=1,
-                                    routing=k).ttft_by_arrival_s() for k in (routing, reference)}
-    extra = ttft[routing] - ttft[reference]
-    if not extra.sum() > 0:
+    first, total = {}, {}
+    for k in (routing, reference):
+        runs = [run.ttft_by_arrival_s() for run in
+                stepsim.replay_runs(model, gpu, isl, osl, lay, concurrency, prof, params, seeds, routing=k)]
+        first[k] = sum(t[:concurrency].sum() for t in runs) / len(runs)
+        total[k] = sum(t.sum() for t in runs) / len(runs)
+    extra = total[routing] - total[reference]
+    if not extra > 0:
         raise ValueError(f"{routing} adds no wait over {reference} at {deployment!r}, concurrency {concurrency}")
-    return float(extra[:concurrency].sum() / extra.sum())
+    return float((first[routing] - first[reference]) / extra)
+
+
+def stale_router_throughput_shift(sens: pd.DataFrame, concurrency: int) -> pd.DataFrame:
+    """Per router and interval of :func:`stale_router_sensitivity`: the least and greatest change of the
+    throughput error against the balanced router's, over the deployments at ``concurrency`` (fractions)."""
+    at = sens[sens["concurrency"] == concurrency]
+    if at.empty:
+        raise ValueError(f"no point at concurrency {concurrency}")
+    base = at[at["router"] == "balanced"].set_index("deployment")["tok_error"]
+    stale = at[at["router"] != "balanced"]
+    shift = stale["tok_error"].to_numpy() - base.loc[stale["deployment"]].to_numpy()
+    return stale.assign(shift=shift).groupby(["router", "refresh_ms"], sort=False)["shift"] \
+        .agg(["min", "max"]).reset_index()

@@ -188,7 +188,8 @@ def cross_validate(meas: pd.DataFrame, start: ModelParams | None = None,
 
     Columns: ``held_out``, ``points``, ``median_abs_rel_err`` and ``p90_abs_rel_err``
     of throughput on the held-out family, ``at_bound``, ``unserved`` (residuals
-    of the refit, plus held-out points, that the model could not compute), and
+    of the refit and of the held-out family that the model could not compute;
+    a point it cannot serve counts once per residual it has), and
     each fitted parameter of the refit with its ``<name>_stderr``. ``priors`` as
     in :func:`fit`.
     """

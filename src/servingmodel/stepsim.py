@@ -259,26 +259,33 @@ class StaleRouter:
     router over a scrape on a fixed clock: the snapshot is taken at an
     arrival, so its first user sees exact loads, and a load counts every
     request present (running or waiting), where the llm-d scorers read queue
-    length and KV-cache use.
+    length and KV-cache use. ``first_target`` fixes the instance the first
+    snapshot picks (it must be among the least loaded), so that a caller can
+    average over where an opening burst lands instead of sampling it.
     """
 
-    def __init__(self, refresh_s: float, rng, herd: bool = False):
+    def __init__(self, refresh_s: float, rng, herd: bool = False, first_target: int | None = None):
         refresh_s = float(refresh_s)
         if not (np.isfinite(refresh_s) and refresh_s > 0):
             raise ValueError(f"refresh_s must be positive, got {refresh_s!r}")
-        self.refresh_s, self.rng, self.herd = refresh_s, rng, bool(herd)
+        self.refresh_s, self.rng, self.herd, self.first_target = refresh_s, rng, bool(herd), first_target
         self.taken_s, self.loads, self.target = -np.inf, None, 0
 
     def pick(self, t: float, loads) -> int:
         if t - self.taken_s >= self.refresh_s:
+            first = self.loads is None
             self.taken_s, self.loads = t, np.asarray(loads).copy()
             self.target = _least_loaded(self.loads, self.rng)
+            if first and self.first_target is not None:  # the tie of the first snapshot, decided by the caller
+                if self.loads[self.first_target] != self.loads.min():
+                    raise ValueError(f"first_target {self.first_target} is not among the least-loaded instances")
+                self.target = int(self.first_target)
             return self.target
         return self.target if self.herd else _least_loaded(self.loads, self.rng)
 
 
 def replay(engines, concurrency: int, prompts: int, routing: str = "balanced", seed: int = 0,
-           refresh_s: float | None = None) -> RunResult:
+           refresh_s: float | None = None, burst_target: int | None = None) -> RunResult:
     """Replay one benchmark run: ``concurrency`` clients, ``prompts`` requests in all, over ``engines``.
 
     ``routing`` is ``"random"`` (each request to a uniformly random instance,
@@ -288,7 +295,8 @@ def replay(engines, concurrency: int, prompts: int, routing: str = "balanced", s
     ``"stale-herd"`` (a :class:`StaleRouter` whose snapshot ages
     ``refresh_s``, by default ``router_refresh_s`` of
     ``data/parameters.csv``, breaking ties per request or, herding, per
-    snapshot). Deterministic for a given ``seed``.
+    snapshot). ``burst_target`` (``"stale-herd"`` only) is the instance the
+    opening burst goes to. Deterministic for a given ``seed``.
     """
     engines = list(engines)
     if not engines:
@@ -297,6 +305,10 @@ def replay(engines, concurrency: int, prompts: int, routing: str = "balanced", s
         raise ValueError(f"unknown routing {routing!r}; expected one of {ROUTINGS}")
     if refresh_s is not None and not routing.startswith("stale"):
         raise ValueError(f"refresh_s applies to stale routing only, not {routing!r}")
+    if burst_target is not None and routing != "stale-herd":
+        raise ValueError(f"burst_target applies to stale-herd routing only, not {routing!r}")
+    if burst_target is not None and not 0 <= burst_target < len(engines):
+        raise ValueError(f"burst_target must name one of the {len(engines)} instances, got {burst_target!r}")
     if concurrency < 1 or prompts < concurrency:
         raise ValueError(f"need 1 <= concurrency <= prompts, got concurrency={concurrency}, prompts={prompts}")
     osl = engines[0].osl
@@ -315,7 +327,8 @@ def replay(engines, concurrency: int, prompts: int, routing: str = "balanced", s
             heapq.heappush(heap, (end, idx, i.version))
 
     stale = StaleRouter(constant("router_refresh_s") if refresh_s is None else refresh_s, rng,
-                        herd=routing == "stale-herd") if routing.startswith("stale") else None
+                        herd=routing == "stale-herd", first_target=burst_target) \
+        if routing.startswith("stale") else None
 
     def route(t: float):
         nonlocal issued
@@ -389,7 +402,9 @@ def replay_runs(model, gpu, isl: int, osl: int, layout, concurrency: int, profil
 
     With one instance nothing is random and there is one run; with more, the
     routing draws random numbers and there are ``seeds`` runs (``replay_seeds``
-    of ``data/parameters.csv`` by default). ``max_num_batched_tokens``
+    of ``data/parameters.csv`` by default); behind the herding stale router,
+    ``seeds`` runs with the opening burst on each instance in turn, since
+    that one tie decides the run. ``max_num_batched_tokens``
     overrides vLLM's token budget per step (chapter 08 varies it); ``routing``
     overrides the profile's (chapter 08 tries the stale routers on the llm-d
     pods, with ``refresh_s`` as in :func:`replay`).
@@ -402,8 +417,12 @@ def replay_runs(model, gpu, isl: int, osl: int, layout, concurrency: int, profil
     n = 1 if len(engines) == 1 else int(seeds if seeds is not None else constant("replay_seeds"))
     if n < 1:
         raise ValueError(f"seeds must be at least 1, got {seeds!r}")
-    return [replay(engines, int(concurrency), prompts, routing or profile.routing, seed=s, refresh_s=refresh_s)
-            for s in range(n)]
+    routing = routing or profile.routing
+    if routing == "stale-herd" and len(engines) > 1:
+        # where the opening burst lands decides the run; average over every instance instead of sampling it
+        return [replay(engines, int(concurrency), prompts, routing, seed=s, refresh_s=refresh_s, burst_target=k)
+                for k in range(len(engines)) for s in range(n)]
+    return [replay(engines, int(concurrency), prompts, routing, seed=s, refresh_s=refresh_s) for s in range(n)]
 
 
 def replay_point(model, gpu, isl: int, osl: int, layout, concurrency: int, profile, params,
