@@ -347,3 +347,15 @@ def test_stale_router_summary_and_opening_burst_share(meas, fitted):
     assert 0 < share < 1
     with pytest.raises(ValueError, match="no wait"):  # a router compared with itself adds nothing
         answers.opening_burst_share(meas, fitted.params, "2P-TP4 + 1D-TP8", 64, routing="balanced")
+
+
+def test_router_throughput_by_load_summarises_every_llm_d_point(meas, fitted):
+    tab = answers.router_throughput_by_load(meas, fitted.params, seeds=1)
+    llmd = meas[meas["family"] == "disaggregated"]
+    assert set(tab["router"]) == {"balanced", "stale", "stale-herd"}
+    assert tab.groupby("router")["n"].sum().eq(len(llmd)).all()
+    one = tab[(tab["router"] == "balanced") & (tab["concurrency"] == 64)].iloc[0]
+    pts = llmd[llmd["concurrency"] == 64]
+    direct = stepsim.replay_measurements(pts, fitted.params, seeds=1, routing="balanced")
+    err = direct["replay_output_tok_s"] / pts["output_tok_s"] - 1
+    assert (one["median"], one["min"], one["max"]) == pytest.approx((err.median(), err.min(), err.max()))

@@ -102,6 +102,11 @@ def test_error_row():
     assert row.loc[0, "gpu_median"] == pytest.approx(0.15)
 
 
+def test_percent_signs_and_zero():
+    assert [ev.percent(v, sign=True) for v in (0.05, -0.05, -0.001, 0.001)] == ["+5", "-5", "0", "0"]
+    assert ev.percent(0.1234, 1) == "12.3"
+
+
 def test_format_percent_writes_no_negative_zero():
     out = ev.format_percent(pd.DataFrame({"a": [-0.001, -0.006, 0.0004]}), ["a"], digits=0)
     assert list(out["a"]) == ["0%", "-1%", "0%"]

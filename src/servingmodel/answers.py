@@ -330,3 +330,25 @@ def stale_router_throughput_shift(sens: pd.DataFrame, concurrency: int) -> pd.Da
     shift = stale["tok_error"].to_numpy() - base.loc[stale["deployment"]].to_numpy()
     return stale.assign(shift=shift).groupby(["router", "refresh_ms"], sort=False)["shift"] \
         .agg(["min", "max"]).reset_index()
+
+
+def router_throughput_by_load(meas: pd.DataFrame, params: ModelParams, seeds: int | None = None) -> pd.DataFrame:
+    """Throughput error of the step replay on every llm-d point, behind each router, by concurrency (chapter 08).
+
+    One row per router (``balanced``, ``stale``, ``stale-herd`` at the default
+    interval) and concurrency: ``median``, ``min`` and ``max`` of replay /
+    measured - 1 over the llm-d deployments, and ``n`` (deployments).
+    """
+    from . import stepsim
+
+    pts = meas[meas["family"] == "disaggregated"]
+    if pts.empty:
+        raise ValueError("no llm-d point")
+    frames = []
+    for routing in ("balanced",) + STALE_ROUTINGS:
+        rep = stepsim.replay_measurements(pts, params, seeds, routing=routing)
+        frames.append(pd.DataFrame({"router": routing, "concurrency": pts["concurrency"],
+                                    "error": rep["replay_output_tok_s"] / pts["output_tok_s"] - 1}))
+    both = pd.concat(frames, ignore_index=True)
+    return both.groupby(["router", "concurrency"], sort=False)["error"].agg(["median", "min", "max", "size"]) \
+        .rename(columns={"size": "n"}).reset_index()

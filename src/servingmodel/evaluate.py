@@ -124,9 +124,16 @@ def format_percent(frame: pd.DataFrame, columns, digits: int = 1) -> pd.DataFram
 
 
 def _percent(v, digits: int) -> str:
-    """``v`` as a percent string; a value that rounds to zero is written without a minus sign."""
-    s = f"{100 * float(v):.{digits}f}"
-    return (s[1:] if s.startswith("-") and float(s) == 0 else s) + "%"
+    return percent(v, digits) + "%"
+
+
+def percent(v, digits: int = 0, sign: bool = False) -> str:
+    """The fraction ``v`` in percent, without the % sign; ``sign`` writes a + on positive values.
+
+    A value that rounds to zero is written as 0, never -0 or +0.
+    """
+    s = f"{100 * float(v):{'+' if sign else ''}.{digits}f}"
+    return s.lstrip("+-") if float(s) == 0 else s
 
 
 def per_user_from_latencies(osl, ttft_s, tpot_s):
