@@ -191,6 +191,10 @@ def test_concurrency_one_matches_per_user_definition(meas, fitted):
     osl = 1000
     per_user = osl / (one["predicted_ttft_ms"] / 1e3 + (osl - 1) * one["predicted_tpot_ms"] / 1e3)
     np.testing.assert_allclose(per_user, one["predicted_tok_s_per_user"], rtol=1e-6)
+    # the nominal column is the same model with nothing fitted: no host penalty, so both TP8 pods agree
+    nom = one.set_index("deployment")["nominal_tok_s_per_user"]
+    assert nom["TP8 x 1"] == pytest.approx(nom["1P-TP8 + 1D-TP8"], rel=0.01)
+    assert nom["TP8 x 1"] > one.set_index("deployment").loc["TP8 x 1", "predicted_tok_s_per_user"]
 
 
 def test_dashed_readings_prefer_aggregated(meas, fitted):

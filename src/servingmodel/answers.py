@@ -62,10 +62,12 @@ def concurrency_one(meas: pd.DataFrame, params: ModelParams,
     """At concurrency 1: measured and predicted per-user throughput, TTFT and TPOT, and the decode-step parts.
 
     Step parts (ms) come from :func:`fullmodel.decode_step_breakdown` for the
-    instance that serves the lone request.
+    instance that serves the lone request; ``nominal_tok_s_per_user`` is the
+    full model with every parameter at its sourced nominal value (nothing fitted).
     """
     model, gpu, isl, osl = _workload(meas)
     pred = fullmodel.predict_measurements(meas, params)
+    nominal = fullmodel.predict_measurements(meas, ModelParams.nominal())
     rows = []
     for dep in deployments:
         i = meas.index[(meas["deployment"] == dep) & (meas["concurrency"] == 1)][0]
@@ -76,6 +78,7 @@ def concurrency_one(meas: pd.DataFrame, params: ModelParams,
         rows.append({"deployment": dep, "tp": tp,
                      "measured_tok_s_per_user": float(r["tok_s_per_user"]),
                      "predicted_tok_s_per_user": float(pred.loc[i, "pred_tok_s_per_user"]),
+                     "nominal_tok_s_per_user": float(nominal.loc[i, "pred_tok_s_per_user"]),
                      "measured_ttft_ms": float(r["mean_ttft_ms"]), "predicted_ttft_ms": float(pred.loc[i, "pred_ttft_ms"]),
                      "measured_tpot_ms": float(r["mean_tpot_ms"]), "predicted_tpot_ms": float(pred.loc[i, "pred_tpot_ms"]),
                      **{f"{k[:-2]}_ms": 1e3 * v for k, v in parts.items()}})
