@@ -25,6 +25,17 @@ def _workload(meas: pd.DataFrame):
     return get_model(r["model"]), get_gpu(r["gpu"]), int(r["isl"]), int(r["osl"])
 
 
+def _measured_point(meas: pd.DataFrame, deployment: str, concurrency: int):
+    """The one measured row of ``deployment`` at ``concurrency``, with its model, GPU, ISL, OSL, layout and profile."""
+    point = meas[(meas["deployment"] == deployment) & (meas["concurrency"] == concurrency)]
+    if len(point) != 1:
+        raise ValueError(f"expected one measured point of {deployment!r} at concurrency {concurrency}, "
+                         f"found {len(point)}")
+    r = point.iloc[0]
+    model, gpu, isl, osl = _workload(point)
+    return r, model, gpu, isl, osl, fullmodel.layout_of(r), fullmodel.benchmark_profile(r)
+
+
 def ceilings(meas: pd.DataFrame, params: ModelParams, tps=(2, 4, 8), concurrency_per_instance: int | None = None
              ) -> pd.DataFrame:
     """Per-GPU ceiling of one standalone instance per TP: measured, modelled, and modelled without the host penalty.
@@ -188,21 +199,16 @@ def whole_request_plateau(meas: pd.DataFrame, params: ModelParams, deployment: s
     Replays the measured point with the memory reserve at each of
     ``reserves_gib`` (:func:`servingmodel.stepsim.reserve_staircase`; by
     default 0.1 GiB steps from 0.7 GiB below to 0.1 GiB above the calibrated
-    reserve, rounded to 0.1 GiB) and at the calibrated reserve. Returns ``table`` (the staircase), ``steps`` (for
-    each number of requests running without preemption: the replayed
+    reserve, rounded to 0.1 GiB) and at the calibrated reserve. Returns
+    ``table`` (the staircase), ``steps`` (for each number of requests
+    running without preemption: the replayed
     tok/s/GPU and the largest reserve that allows it), ``measured`` (tok/s/GPU),
     ``matched`` (the step nearest the measurement) and ``calibrated`` (the
     replay's row at the calibrated reserve).
     """
     from . import stepsim
 
-    point = meas[(meas["deployment"] == deployment) & (meas["concurrency"] == concurrency)]
-    if len(point) != 1:
-        raise ValueError(f"expected one measured point of {deployment!r} at concurrency {concurrency}, "
-                         f"found {len(point)}")
-    r = point.iloc[0]
-    model, gpu, isl, osl = _workload(point)
-    lay, prof = fullmodel.layout_of(r), fullmodel.benchmark_profile(r)
+    r, model, gpu, isl, osl, lay, prof = _measured_point(meas, deployment, concurrency)
     if reserves_gib is None:
         reserves_gib = np.round(params.memory_reserve_gib + np.arange(-7, 2) / 10, 1)
     table = stepsim.reserve_staircase(model, gpu, isl, osl, lay, concurrency, prof, params, reserves_gib)
@@ -303,13 +309,7 @@ def opening_burst_share(meas: pd.DataFrame, params: ModelParams, deployment: str
     """
     from . import stepsim
 
-    point = meas[(meas["deployment"] == deployment) & (meas["concurrency"] == concurrency)]
-    if len(point) != 1:
-        raise ValueError(f"expected one measured point of {deployment!r} at concurrency {concurrency}, "
-                         f"found {len(point)}")
-    r = point.iloc[0]
-    model, gpu, isl, osl = _workload(point)
-    lay, prof = fullmodel.layout_of(r), fullmodel.benchmark_profile(r)
+    _, model, gpu, isl, osl, lay, prof = _measured_point(meas, deployment, concurrency)
     first, total = {}, {}
     for k in (routing, reference):
         runs = [run.ttft_by_arrival_s() for run in
