@@ -353,6 +353,26 @@ def test_stale_router_summary_and_opening_burst_share(meas, fitted):
         answers.opening_burst_share(meas, fitted.params, "2P-TP4 + 1D-TP8", 64, routing="balanced")
 
 
+def test_stale_router_gap_closed_and_shortest_interval_on_a_small_summary():
+    summ = pd.DataFrame({"router": ["balanced", "stale", "stale", "stale-herd", "stale-herd", "stale-herd"],
+                         "refresh_ms": [np.nan, 50.0, 200.0, 10.0, 50.0, 100.0],
+                         "ttft a @8": [-0.6, -0.5, -0.3, -0.5, -0.25, 0.1]})
+    assert answers.stale_router_gap_closed(summ, "stale", 200.0, "ttft a @8") == pytest.approx(0.5)
+    assert answers.stale_router_gap_closed(summ, "stale-herd", 100.0, "ttft a @8") == pytest.approx(5 / 6)
+    assert answers.shortest_interval_within(summ, "stale-herd", "ttft a @8", 0.3) == pytest.approx((50.0, -0.25))
+    assert answers.shortest_interval_within(summ, "stale-herd", "ttft a @8", 0.2) == pytest.approx((100.0, 0.1))
+    assert answers.shortest_interval_within(summ, "stale", "ttft a @8", 0.2) is None
+    with pytest.raises(ValueError, match="one row for router 'stale' at interval 25"):
+        answers.stale_router_gap_closed(summ, "stale", 25.0, "ttft a @8")
+    with pytest.raises(ValueError, match="no row for router 'balanced'"):
+        answers.shortest_interval_within(summ, "balanced", "ttft a @8", 0.2)
+    with pytest.raises(ValueError, match="tolerance"):
+        answers.shortest_interval_within(summ, "stale", "ttft a @8", 0.0)
+    no_miss = summ.assign(**{"ttft a @8": 0.0})
+    with pytest.raises(ValueError, match="no miss to close"):
+        answers.stale_router_gap_closed(no_miss, "stale", 50.0, "ttft a @8")
+
+
 def test_router_throughput_by_load_summarises_every_llm_d_point(meas, fitted):
     tab = answers.router_throughput_by_load(meas, fitted.params, seeds=1)
     llmd = meas[meas["family"] == "disaggregated"]

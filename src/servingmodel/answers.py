@@ -12,7 +12,7 @@ import dataclasses
 import numpy as np
 import pandas as pd
 
-from . import disagg, evaluate, fullmodel
+from . import checks, disagg, evaluate, fullmodel
 from .fullmodel import Features, Layout, ModelParams, decode_step_breakdown, predict_aggregated
 from .specs import get_gpu, get_model, get_profile
 
@@ -320,6 +320,37 @@ def opening_burst_share(meas: pd.DataFrame, params: ModelParams, deployment: str
     if not extra > 0:
         raise ValueError(f"{routing} adds no wait over {reference} at {deployment!r}, concurrency {concurrency}")
     return float((first[routing] - first[reference]) / extra)
+
+
+def stale_router_gap_closed(summary: pd.DataFrame, router: str, refresh_ms: float, column: str) -> float:
+    """Share of the balanced router's TTFT miss in ``column`` that ``router`` at ``refresh_ms`` removes:
+    1 - |its error| / |balanced error|, from :func:`stale_router_summary` (chapter 08)."""
+    base = _summary_row(summary, "balanced", None)[column]
+    if not base != 0:
+        raise ValueError(f"the balanced router has no miss to close in {column!r}")
+    return float(1 - abs(_summary_row(summary, router, refresh_ms)[column]) / abs(base))
+
+
+def shortest_interval_within(summary: pd.DataFrame, router: str, column: str, tolerance: float):
+    """The shortest scrape interval (ms) at which ``router`` brings ``column`` of :func:`stale_router_summary`
+    within +-``tolerance`` (a fraction), with that error; None if no interval does (chapter 08)."""
+    checks.positive("tolerance", tolerance)
+    rows = summary[(summary["router"] == router) & summary["refresh_ms"].notna()].sort_values("refresh_ms")
+    if rows.empty:
+        raise ValueError(f"no row for router {router!r} with an interval")
+    ok = rows[rows[column].abs() <= tolerance]
+    if ok.empty:
+        return None
+    return float(ok["refresh_ms"].iloc[0]), float(ok[column].iloc[0])
+
+
+def _summary_row(summary: pd.DataFrame, router: str, refresh_ms):
+    """The row of :func:`stale_router_summary` for ``router`` at ``refresh_ms`` (None: the balanced router)."""
+    at = summary["refresh_ms"].isna() if refresh_ms is None else np.isclose(summary["refresh_ms"], refresh_ms)
+    rows = summary[(summary["router"] == router) & at]
+    if len(rows) != 1:
+        raise ValueError(f"expected one row for router {router!r} at interval {refresh_ms} ms, found {len(rows)}")
+    return rows.iloc[0]
 
 
 def stale_router_throughput_shift(sens: pd.DataFrame, concurrency: int) -> pd.DataFrame:
