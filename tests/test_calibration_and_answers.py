@@ -215,6 +215,13 @@ def test_prefill_share_and_allreduce_grow_with_tp(meas, fitted):
     assert ar[2] < ar[4] < ar[8]
 
 
+def test_benchmark_tps_come_from_the_measurements(meas):
+    assert answers.benchmark_tps(meas) == [2, 4, 8]
+    assert list(answers.ceilings(meas[meas["tp"] != 8], fullmodel.ModelParams.nominal())["tp"]) == [2, 4]
+    with pytest.raises(ValueError, match="no aggregated deployment"):
+        answers.benchmark_tps(meas[meas["kind"] != "aggregated"])
+
+
 def test_non_physical_parameters_are_refused():
     nominal = fullmodel.ModelParams.nominal()
     with pytest.raises(ValueError, match="bandwidth_efficiency must be in"):
@@ -223,13 +230,13 @@ def test_non_physical_parameters_are_refused():
         dataclasses.replace(nominal, host_penalty_s=-1.0)
 
 
-def test_host_penalty_per_step_follows_the_oversubscription_law(fitted):
-    ms = answers.host_penalty_ms(fitted.params)
+def test_host_penalty_per_step_follows_the_oversubscription_law(meas, fitted):
+    ms = answers.host_penalty_ms(meas, fitted.params)
     assert ms[2] == 0.0  # TP2: four busy processes on four cores
     # E x P / C on 4 cores: TP4 -> 2 x 6 / 4 = 3 units, TP8 -> 6 x 10 / 4 = 15 units
     assert ms[4] == pytest.approx(3e3 * fitted.params.host_penalty_s)
     assert ms[8] == pytest.approx(15e3 * fitted.params.host_penalty_s)
-    assert answers.host_penalty_ms(fitted.params, profile="llm-d-modelservice") == {2: 0.0, 4: 0.0, 8: 0.0}
+    assert answers.host_penalty_ms(meas, fitted.params, profile="llm-d-modelservice") == {2: 0.0, 4: 0.0, 8: 0.0}
 
 
 def test_cpu_pairs_are_model_free_and_lone_excess_by_hand(meas):

@@ -36,7 +36,15 @@ def _measured_point(meas: pd.DataFrame, deployment: str, concurrency: int):
     return r, model, gpu, isl, osl, fullmodel.layout_of(r), fullmodel.benchmark_profile(r)
 
 
-def ceilings(meas: pd.DataFrame, params: ModelParams, tps=(2, 4, 8), concurrency_per_instance: int | None = None
+def benchmark_tps(meas: pd.DataFrame) -> list[int]:
+    """The TP sizes of the measured aggregated deployments, in increasing order (the defaults of this module)."""
+    tps = sorted(int(t) for t in meas.loc[meas["kind"] == "aggregated", "tp"].unique())
+    if not tps:
+        raise ValueError("no aggregated deployment among the measurements")
+    return tps
+
+
+def ceilings(meas: pd.DataFrame, params: ModelParams, tps=None, concurrency_per_instance: int | None = None
              ) -> pd.DataFrame:
     """Per-GPU ceiling of one standalone instance per TP: measured, modelled, and modelled without the host penalty.
 
@@ -50,7 +58,7 @@ def ceilings(meas: pd.DataFrame, params: ModelParams, tps=(2, 4, 8), concurrency
     prof = get_profile(STANDALONE)
     no_host = dataclasses.replace(params, host_penalty_s=0.0)
     rows = []
-    for tp in tps:
+    for tp in tps or benchmark_tps(meas):
         fam = meas[meas["family"] == f"TP{tp}"]
         lay = Layout("aggregated", tp=tp, replicas=1)
         full = predict_aggregated(model, gpu, isl, osl, lay, concurrency_per_instance, prof, params)
@@ -108,12 +116,12 @@ def dashed_readings(meas: pd.DataFrame, params: ModelParams) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def prefill_share_at_ceiling(meas: pd.DataFrame, params: ModelParams, tps=(2, 4, 8)) -> pd.DataFrame:
+def prefill_share_at_ceiling(meas: pd.DataFrame, params: ModelParams, tps=None) -> pd.DataFrame:
     """Fraction of a saturated standalone instance's time spent in prefill (hypothesis H2)."""
     model, gpu, isl, osl = _workload(meas)
     prof = get_profile(STANDALONE)
     rows = []
-    for tp in tps:
+    for tp in tps or benchmark_tps(meas):
         inst = fullmodel.make_instance(model, gpu, tp, isl, osl, prof, params, Features())
         b = float(inst.max_batch)
         t_pf = float(inst.prefill_s)
@@ -122,21 +130,23 @@ def prefill_share_at_ceiling(meas: pd.DataFrame, params: ModelParams, tps=(2, 4,
     return pd.DataFrame(rows)
 
 
-def decode_allreduce_ms(meas: pd.DataFrame, params: ModelParams, tps=(2, 4, 8)) -> dict:
+def decode_allreduce_ms(meas: pd.DataFrame, params: ModelParams, tps=None) -> dict:
     """All-reduce time of one decode step at batch 1 per TP (hypothesis H3), in ms."""
     model, gpu, isl, osl = _workload(meas)
     prof = get_profile(MODELSERVICE)
-    return {tp: decode_step_breakdown(model, gpu, tp, 1, isl, osl, prof, params)["allreduce_s"] * 1e3 for tp in tps}
+    return {tp: decode_step_breakdown(model, gpu, tp, 1, isl, osl, prof, params)["allreduce_s"] * 1e3
+            for tp in tps or benchmark_tps(meas)}
 
 
-def host_penalty_ms(params: ModelParams, tps=(2, 4, 8), profile: str = STANDALONE) -> dict:
+def host_penalty_ms(meas: pd.DataFrame, params: ModelParams, tps=None, profile: str = STANDALONE) -> dict:
     """CPU-starvation time per decode step (ms) per TP size on the given pods (hypothesis H5)."""
     from . import deployment
     from .specs import constant
 
     prof = get_profile(profile)
     return {tp: 1e3 * float(deployment.host_penalty_s(tp, prof, params.host_penalty_s,
-                                                       constant("processes_besides_workers"))) for tp in tps}
+                                                       constant("processes_besides_workers")))
+            for tp in tps or benchmark_tps(meas)}
 
 
 def relative(a, b) -> float:
