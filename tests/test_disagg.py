@@ -233,3 +233,16 @@ def test_pd_throughput_never_exceeds_the_slower_pool(c, t_pf, p_r, t_x, d_r, t0,
     assert 0 < st_.rate <= min(caps.values()) * (1 + 1e-9)
     assert st_.ttft_s >= t_pf + t_x
     assert st_.decode_batch <= bmax * (1 + 1e-9)
+
+
+def test_a_lone_user_on_unequal_pods_gets_the_harmonic_mean_speed():
+    """Below one request per pod each request lands on any pod with equal chance: the user's throughput is
+    OSL over the mean request time, and the latencies are plain per-request means (not throughput-weighted)."""
+    lay = Layout("disaggregated", p_tp=4, p_replicas=2, d_tp=8, d_replicas=1)
+    mixed = fullmodel.predict_aggregated(MODEL, GPU, 10_000, 1000, lay, 1, MS, NOMINAL)
+    one = {tp: fullmodel.predict_aggregated(MODEL, GPU, 10_000, 1000, Layout("aggregated", tp=tp, replicas=1), 1,
+                                            MS, NOMINAL) for tp in (4, 8)}
+    assert one[8].tok_s_per_user > 1.2 * one[4].tok_s_per_user  # unequal enough to tell the means apart
+    assert mixed.tok_s_per_user == pytest.approx(3 / (2 / one[4].tok_s_per_user + 1 / one[8].tok_s_per_user))
+    assert mixed.ttft_s == pytest.approx((2 * one[4].ttft_s + one[8].ttft_s) / 3)
+    assert mixed.tpot_s == pytest.approx((2 * one[4].tpot_s + one[8].tpot_s) / 3)

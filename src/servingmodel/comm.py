@@ -2,10 +2,13 @@
 
 vLLM's Megatron-style layers (column-parallel then row-parallel) need two
 all-reduces of the activations per layer, one after attention and one after
-the MLP. An alpha-beta model prices each: a latency that grows with the
-number of communication rounds, log2(N) x ``latency_s`` (the rounds of a tree
-or recursive-doubling all-reduce; one round at TP2), plus the ring
-all-reduce's 2(N-1)/N x message bytes over the achieved link bandwidth.
+the MLP. An alpha-beta model prices each: a latency log2(N) x ``latency_s``
+(the round count of a tree or recursive-doubling all-reduce, one at TP2), plus
+the ring all-reduce's 2(N-1)/N x message bytes over the achieved link bandwidth.
+The log2(N) is an empirical form for how the fixed cost grows with N, not
+vLLM's algorithm: for decode-sized messages vLLM's own all-reduce is a one-shot
+or two-shot kernel whose latency is a barrier across the N GPUs plus the peer
+reads (chapter 06).
 """
 
 from __future__ import annotations
@@ -21,7 +24,7 @@ ACTIVATION_BYTES = dtype_bytes("bf16")  # activations are all-reduced in bf16
 
 
 def latency_rounds(tp):
-    """Communication rounds whose latency an all-reduce pays: log2(N) (1 at TP2, 3 at TP8, 0 at TP1)."""
+    """Latency units an all-reduce pays: log2(N), the rounds of a tree all-reduce (1 at TP2, 3 at TP8, 0 at TP1)."""
     n = np.asarray(tp, float)
     if np.any(n < 1):
         raise ValueError(f"tp must be at least 1, got {tp!r}")

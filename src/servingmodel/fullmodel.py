@@ -252,7 +252,12 @@ def predict_arrays(model: ModelSpec, gpu: GpuSpec, params: ModelParams, features
 
     A point is ``count_a`` instances at ``tp_a`` plus ``count_b`` at ``tp_b``
     (a P/D layout served aggregated), all serving prefill and decode, with
-    ``concurrency`` requests in a closed loop. Returns a dict of arrays:
+    ``concurrency`` requests in a closed loop. With fewer requests than
+    instances, each request lands on any instance with equal chance, so the
+    latencies are averaged per request and each user's throughput is OSL over
+    the mean request time (a harmonic mean of the instances' speeds); with at
+    least one request per instance, per completed request, which weights each
+    instance by its throughput. Returns a dict of arrays:
     ``output_tok_s``, ``ttft_s``, ``tpot_s``, ``max_batch`` and ``fits``
     (False where an instance cannot hold one request; its numbers are NaN).
     """
@@ -268,6 +273,7 @@ def predict_arrays(model: ModelSpec, gpu: GpuSpec, params: ModelParams, features
     n = c / reps
     m, share = np.maximum(n, 1.0), np.minimum(n, 1.0)
     total = np.zeros_like(c)
+    time_per_tok = np.zeros_like(c)  # sum over instances of (count / reps) / tok: below one request per instance
     wsum = np.zeros_like(c)
     ttft, tpot, drain = np.zeros_like(c), np.zeros_like(c), np.zeros_like(c)
     bmin = np.full_like(c, np.inf)
@@ -286,7 +292,8 @@ def predict_arrays(model: ModelSpec, gpu: GpuSpec, params: ModelParams, features
         ss = safe.steady_state(m)
         tok = np.where(active, ss["tok_s"], 0.0)
         total += count * tok * share
-        w = count * tok
+        time_per_tok += np.where(active, count / reps / np.where(active, ss["tok_s"], 1.0), 0.0)
+        w = np.where(n < 1, count, count * tok)  # per request: equal chance below one request per instance
         tt = ss["ttft_s"]
         if features.deployment:
             tt = tt + queueing.prefill_contention_s(ss["batch"], safe.prefill_s, ss["service_s"])
@@ -299,6 +306,7 @@ def predict_arrays(model: ModelSpec, gpu: GpuSpec, params: ModelParams, features
         bmin = np.where(active, np.minimum(bmin, np.where(ok, safe.max_batch, np.nan)), bmin)
         if first is None:
             first = safe
+    total = np.where(n < 1, c / time_per_tok, total)
     if features.deployment:
         rand_idx = np.flatnonzero((rnd > 0) & (reps > 1) & (cb == 0) & fits)
         if rand_idx.size:
