@@ -14,7 +14,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from servingmodel import cli, disagg, fullmodel, kvcache, specs
+from servingmodel import cli, disagg, fullmodel, kvcache, specs, whatif
 from servingmodel.calibrate import calibrated_params
 from servingmodel.fullmodel import Layout
 from servingmodel.measurements import load_measurements
@@ -81,6 +81,11 @@ def test_predict_happy_path_matches_the_package(tmp_path):
             p = fullmodel.predict_aggregated(model, gpu, int(r["isl"]), int(r["osl"]), lay, c, prof, PARAMS,
                                              weight_dtype=wd, kv_dtype=kd)
         want = [p.output_tok_s, p.tok_s_per_gpu, p.tok_s_per_user, p.ttft_s * 1e3, p.tpot_s * 1e3, p.max_batch]
+        if not r["concurrency"]:  # the long-run maximum throughput; latencies of the benchmark at concurrency_used
+            top = float(whatif.long_run_ceiling(model, gpu, prof, PARAMS, tp=int(r["tp"]), replicas=int(r["replicas"]),
+                                                isl=int(r["isl"]), osl=int(r["osl"]), weight_dtype=wd,
+                                                kv_dtype=kd)[0])
+            want[:3] = [top, top / lay.num_gpus, top / c]
         for col, w in zip(PRED, want):
             assert num(r[col]) == pytest.approx(w, rel=1e-5), (i, col)
 
@@ -321,3 +326,242 @@ def test_predict_replay_flag_replaces_the_ttft_of_rows_it_can_replay(tmp_path):
     assert b.loc[0, "pred_ttft_ms"] > a.loc[0, "pred_ttft_ms"]  # the replay sees the straddled chunks
     assert b.loc[1:, "pred_ttft_ms"].tolist() == a.loc[1:, "pred_ttft_ms"].tolist()
     assert b["pred_output_tok_s"].tolist() == a["pred_output_tok_s"].tolist()
+
+
+# ---- review fixes: context window, ragged rows, node size, exact whole numbers, the maximum-throughput row,
+# ---- ignored columns, header matching, unreadable input, known names, row numbers
+
+def test_requests_longer_than_the_context_window_get_a_status_not_a_prediction(tmp_path):
+    model = min((specs.get_model(n) for n in specs.model_names()), key=lambda m: m.max_context)
+    osl = 100
+    text = "model,gpu,tp,isl,osl,concurrency\n" + "".join(
+        f"{model.name},H100,8,{isl},{osl},{c}\n"
+        for isl, c in ((model.max_context - osl, 4), (model.max_context - osl + 1, 4), (model.max_context, "")))
+    code, out = run(tmp_path, text)
+    assert code == 0
+    got = read(out)
+    assert len(got) == 3
+    assert got.loc[0, "status"] == "ok"  # exactly the context window is fine
+    for k in (1, 2):
+        st = got.loc[k, "status"]
+        assert "max_context" in st and str(model.max_context) in st and str(int(got.loc[k, "isl"]) + osl) in st
+        assert all(got.loc[k, c] == "" for c in ("concurrency_used", *PRED))
+
+
+@pytest.mark.parametrize("line,fields", [
+    ("row-A,Llama-3.1-70B,H100,4,10000,1000", 6),  # an extra field (pandas took it as the index)
+    ("Llama-3.1-70B,H100,4,10000", 4),  # a missing field
+    ("Llama-3.1-70B,H100,4,10000,1000,", 6),  # a trailing comma
+])
+def test_rows_with_more_or_fewer_fields_than_the_header_are_refused(tmp_path, capsys, line, fields):
+    text = f"model,gpu,tp,isl,osl\nLlama-3.1-70B,H100,4,10000,1000\n{line}\n"
+    code, out = run(tmp_path, text)
+    err = capsys.readouterr().err
+    assert code == 2 and not out.exists()
+    assert "in.csv, row 3:" in err and f"{fields} fields" in err and "header (row 1) has 5" in err
+
+
+@pytest.mark.parametrize("column", ["tp", "p_tp", "d_tp"])
+def test_tensor_parallel_group_larger_than_one_node_is_a_bad_value(tmp_path, capsys, column):
+    gpu, model = specs.get_gpu("H100"), specs.get_model("Llama-3.1-70B")
+    big = 2 * gpu.gpus_per_node
+    assert model.num_heads % big == 0  # only the node size is wrong
+    lay = {"tp": gpu.gpus_per_node, "p_tp": gpu.gpus_per_node, "d_tp": gpu.gpus_per_node}
+    lay[column] = big
+    kind = "aggregated" if column == "tp" else "disaggregated"
+    text = ("model,gpu,tp,isl,osl,kind,p_tp,p_replicas,d_tp,d_replicas\n"
+            f"{model.name},H100,{gpu.gpus_per_node},1000,100,,,,,\n"
+            f"{model.name},H100,{lay['tp']},1000,100,{kind},{lay['p_tp']},1,{lay['d_tp']},1\n")
+    code, out = run(tmp_path, text)
+    err = capsys.readouterr().err
+    assert code == 2 and not out.exists()
+    assert f"row 3, column {column!r}" in err and "gpus_per_node" in err
+    assert f"the {gpu.gpus_per_node} GPUs of one {gpu.name} node" in err and str(big) in err
+
+
+@pytest.mark.parametrize("column,value", [
+    ("concurrency", "1e19"),
+    ("concurrency", str(cli.MAX_WHOLE + 1)),  # a float would silently round it to 2**53
+    ("replicas", "1e19"),
+    ("isl", "1e300"),
+    ("osl", str(10**30)),
+])
+def test_whole_numbers_beyond_exact_floats_are_refused(tmp_path, capsys, column, value):
+    row = {"model": "Llama-3.1-70B", "gpu": "H100", "tp": "4", "replicas": "1", "isl": "1000", "osl": "100",
+           "concurrency": "8"}
+    row[column] = value
+    code, out = run(tmp_path, ",".join(row) + "\n" + ",".join(row.values()) + "\n")
+    err = capsys.readouterr().err
+    assert code == 2 and not out.exists()
+    assert f"row 2, column {column!r}" in err and "2**53" in err
+
+
+def test_largest_exact_concurrency_is_kept_exactly(tmp_path, recwarn):
+    c = cli.MAX_WHOLE - 1
+    code, out = run(tmp_path, f"model,gpu,tp,replicas,isl,osl,concurrency\nLlama-3.1-70B,H100,4,3,1000,100,{c}\n")
+    assert code == 0
+    got = read(out)
+    assert got.loc[0, "status"] == "ok"
+    assert int(got.loc[0, "concurrency_used"]) == c  # not rounded, not overflowed
+    assert float(got.loc[0, "pred_output_tok_s"]) > 0 and float(got.loc[0, "pred_tok_s_per_user"]) > 0
+    assert not [w for w in recwarn if issubclass(w.category, RuntimeWarning)]
+
+
+@pytest.mark.parametrize("kind,column", [("aggregated", "replicas"), ("disaggregated", "d_replicas")])
+def test_empty_concurrency_refuses_instances_whose_saturating_concurrency_is_not_exact(tmp_path, capsys, kind,
+                                                                                     column):
+    too_many = cli.MAX_WHOLE // int(specs.constant("max_num_seqs")) + 1
+    reps = {"replicas": 1, "d_replicas": 1, column: too_many}
+    text = ("model,gpu,tp,replicas,isl,osl,concurrency,kind,p_tp,p_replicas,d_tp,d_replicas\n"
+            f"Llama-3.1-70B,H100,4,{reps['replicas']},1000,100,8,{kind},4,1,4,{reps['d_replicas']}\n"
+            f"Llama-3.1-70B,H100,4,{reps['replicas']},1000,100,,{kind},4,1,4,{reps['d_replicas']}\n")
+    code, out = run(tmp_path, text)
+    err = capsys.readouterr().err
+    assert code == 2 and not out.exists()
+    assert f"row 3, column {column!r}" in err and "max_num_seqs" in err and "row 2" not in err
+
+
+# deployments for the maximum-throughput test: (model, gpu, profile, dtype, isl, osl, layout); the standalone profile
+# routes at random, the disaggregated layouts are prefill-bound and decode-bound
+DEPLOYMENTS = [
+    ("Llama-3.1-70B", "H100", "llm-d-modelservice", "bf16", 10000, 1000, dict(tp=4, replicas=1)),
+    ("Llama-3.1-70B", "H100", "llm-d-standalone", "bf16", 10000, 1000, dict(tp=4, replicas=4)),
+    ("Llama-3.1-70B", "H200", "llm-d-modelservice", "fp8", 1000, 1000, dict(tp=8, replicas=2)),
+    ("Llama-3.1-70B", "B200", "ideal", "bf16", 10000, 1000, dict(tp=2, replicas=8)),
+    ("Llama-3.1-8B", "A100", "llm-d-standalone", "bf16", 1000, 1000, dict(tp=1, replicas=2)),
+    ("Llama-3.1-70B", "H100", "llm-d-modelservice", "bf16", 10000, 1000,
+     dict(kind="disaggregated", p_tp=4, p_replicas=1, d_tp=4, d_replicas=3)),
+    ("Llama-3.1-70B", "H100", "llm-d-modelservice", "bf16", 10000, 1000,
+     dict(kind="disaggregated", p_tp=4, p_replicas=3, d_tp=4, d_replicas=1)),
+]
+EXPLICIT = (1, 8, 64, 256, 1024, 4096)
+HUGE = 10**6  # far beyond every KV batch: only for point-by-point (balanced and disaggregated) deployments
+
+
+def test_empty_concurrency_is_the_maximum_throughput_of_every_deployment(tmp_path):
+    cols = ["model", "gpu", "profile", "weight_dtype", "kv_dtype", "isl", "osl", "kind", "tp", "replicas", "p_tp",
+            "p_replicas", "d_tp", "d_replicas", "concurrency", "dep"]
+
+    def line(k, c):
+        m, g, prof, dt, isl, osl, lay = DEPLOYMENTS[k]
+        vals = dict(model=m, gpu=g, profile=prof, weight_dtype=dt, kv_dtype=dt, isl=isl, osl=osl, concurrency=c,
+                    dep=k, **lay)
+        return ",".join(str(vals.get(c, "")) for c in cols)
+
+    code, out = run(tmp_path, ",".join(cols) + "\n" + "\n".join(line(k, "") for k in range(len(DEPLOYMENTS))) + "\n")
+    assert code == 0
+    empty = read(out)
+    assert (empty["status"] == "ok").all(), empty["status"].tolist()
+    rows = []
+    for k, r in empty.iterrows():
+        cs = [*EXPLICIT, int(r["concurrency_used"])]
+        if DEPLOYMENTS[k][2] != "llm-d-standalone" or DEPLOYMENTS[k][6].get("replicas", 1) == 1:
+            cs.append(HUGE)
+        rows += [line(k, c) for c in cs]
+    src = tmp_path / "explicit.csv"
+    src.write_text(",".join(cols) + "\n" + "\n".join(rows) + "\n")
+    assert cli.main(["predict", str(src), "-o", str(tmp_path / "explicit_out.csv")]) == 0
+    explicit = read(tmp_path / "explicit_out.csv")
+    assert (explicit["status"] == "ok").all()
+    for k, r in empty.iterrows():
+        mine = explicit[explicit["dep"] == str(k)]
+        top = float(r["pred_output_tok_s"])
+        best = mine["pred_output_tok_s"].astype(float).max()
+        assert top >= best * (1 - 1e-5), (DEPLOYMENTS[k], top, best)  # the output has 6 significant digits
+        assert float(r["pred_tok_s_per_gpu"]) >= mine["pred_tok_s_per_gpu"].astype(float).max() * (1 - 1e-5)
+        # the latencies are those of the benchmark at concurrency_used; per user = total / concurrency_used
+        at = mine[mine["concurrency"] == r["concurrency_used"]].iloc[0]
+        for c in ("pred_ttft_ms", "pred_tpot_ms", "pred_max_batch"):
+            assert num(r[c]) == pytest.approx(num(at[c]), rel=1e-5), (k, c)
+        assert num(r["pred_tok_s_per_user"]) == pytest.approx(top / float(r["concurrency_used"]), rel=1e-5)
+        assert top > float(at["pred_output_tok_s"])  # the benchmark's finite run stays below the long-run value
+
+
+@pytest.mark.parametrize("kind,column,value", [
+    ("aggregated", "p_tp", "abc"),
+    ("aggregated", "p_replicas", "-1"),
+    ("aggregated", "d_tp", "2.5"),
+    ("aggregated", "d_replicas", "0"),
+    ("disaggregated", "tp", "abc"),
+    ("disaggregated", "replicas", "-1"),
+])
+def test_ignored_columns_must_still_hold_valid_values(tmp_path, capsys, kind, column, value):
+    cols = ["model", "gpu", "tp", "replicas", "isl", "osl", "kind", "p_tp", "p_replicas", "d_tp", "d_replicas"]
+    good = {"aggregated": ["Llama-3.1-70B", "H100", "4", "1", "1000", "100", "aggregated", "", "", "", ""],
+            "disaggregated": ["Llama-3.1-70B", "H100", "", "", "1000", "100", "disaggregated", "4", "1", "4", "1"]}
+    bad = list(good[kind])
+    bad[cols.index(column)] = value
+    text = "\n".join(",".join(r) for r in (cols, good["aggregated"], good["disaggregated"], bad)) + "\n"
+    code, out = run(tmp_path, text)
+    err = capsys.readouterr().err
+    assert code == 2 and not out.exists()
+    assert f"row 4, column {column!r}" in err and "ignored" in err
+    assert "row 2" not in err and "row 3" not in err  # empty ignored cells stay fine
+
+
+def test_header_names_match_case_insensitively_and_are_written_as_given(tmp_path):
+    plain = "model,gpu,tp,isl,osl,concurrency,note\nLlama-3.1-70B,H100,4,10000,1000,8,x\n"
+    fancy = "\ufeff Model ,GPU,Tp , ISL,OSL,Concurrency,Note\nLlama-3.1-70B,H100,4,10000,1000,8,x\n"
+    code_a, out_a = run(tmp_path, plain)
+    a = read(out_a)
+    code_b, out_b = run(tmp_path, fancy)
+    b = read(out_b)
+    assert code_a == code_b == 0
+    assert list(b.columns[:7]) == [" Model ", "GPU", "Tp ", " ISL", "OSL", "Concurrency", "Note"]
+    assert b.loc[0, "status"] == "ok"
+    assert b[list(cli.OUTPUT_COLUMNS)].equals(a[list(cli.OUTPUT_COLUMNS)])
+
+
+@pytest.mark.parametrize("header,row,name,where", [
+    ("model,gpu,tp,isl,osl,TP", "Llama-3.1-70B,H100,4,1000,100,4", "tp", "columns 3, 6: 'tp', 'TP'"),
+    ("model,gpu,tp,isl,osl,note, Note", "Llama-3.1-70B,H100,4,1000,100,a,b", "note", "columns 6, 7: 'note', ' Note'"),
+])
+def test_duplicate_header_names_are_refused(tmp_path, capsys, header, row, name, where):
+    code, out = run(tmp_path, f"{header}\n{row}\n")
+    err = capsys.readouterr().err
+    assert code == 2 and not out.exists()
+    assert f"row 1: column name {name!r} appears 2 times ({where})" in err
+
+
+@pytest.mark.parametrize("column,replay", [("Status", False), ("ttft_model", True)])
+def test_input_columns_named_like_an_output_column_are_refused(tmp_path, capsys, column, replay):
+    code, out = run(tmp_path, f"model,gpu,tp,isl,osl,{column}\nLlama-3.1-70B,H100,4,1000,100,x\n",
+                    *(["--replay"] if replay else []))
+    assert code == 2 and not out.exists()
+    assert "already has output column" in capsys.readouterr().err
+
+
+def test_input_path_that_is_a_directory_exits_2_naming_it(tmp_path, capsys):
+    assert cli.main(["predict", str(tmp_path), "-o", str(tmp_path / "o.csv")]) == 2
+    err = capsys.readouterr().err
+    assert str(tmp_path) in err and "directory" in err and "Errno" not in err
+    assert not (tmp_path / "o.csv").exists()
+
+
+def test_standard_input_is_read(tmp_path, monkeypatch):
+    import io
+
+    text = "model,gpu,tp,isl,osl,concurrency\nLlama-3.1-70B,H100,4,10000,1000,8\n"
+    monkeypatch.setattr(sys, "stdin", io.TextIOWrapper(io.BytesIO(text.encode())))
+    assert cli.main(["predict", "-", "-o", str(tmp_path / "o.csv")]) == 0
+    _, out = run(tmp_path, text)
+    pd.testing.assert_frame_equal(read(tmp_path / "o.csv"), read(out))
+
+
+def test_predict_help_lists_the_known_names_and_the_new_rules(capsys):
+    assert cli.main(["predict", "--help"]) == 0
+    text = capsys.readouterr().out
+    for name in (*specs.model_names(), *specs.gpu_names(), *specs.profiles()):
+        assert name in text, name
+    for fragment in ("max_context", "gpus_per_node", "case-insensitive", "2**53", "long-run maximum",
+                     "pred_tok_s_per_user is pred_output_tok_s / concurrency_used", "need not be consistent"):
+        assert fragment in " ".join(text.split()), fragment
+
+
+def test_blank_lines_are_skipped_and_rows_are_numbered_by_line(tmp_path, capsys):
+    text = "model,gpu,tp,isl,osl\n\nLlama-3.1-70B,H100,4,1000,100\n\n\nLlama-3.1-70B,H100,3,1000,100\n"
+    code, _ = run(tmp_path, text)
+    err = capsys.readouterr().err
+    assert code == 2 and "row 6, column 'tp'" in err  # the line a text editor shows
+    code, out = run(tmp_path, text.replace(",3,", ",8,"))
+    assert code == 0 and len(read(out)) == 2

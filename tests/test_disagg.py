@@ -246,3 +246,13 @@ def test_a_lone_user_on_unequal_pods_gets_the_harmonic_mean_speed():
     assert mixed.tok_s_per_user == pytest.approx(3 / (2 / one[4].tok_s_per_user + 1 / one[8].tok_s_per_user))
     assert mixed.ttft_s == pytest.approx((2 * one[4].ttft_s + one[8].ttft_s) / 3)
     assert mixed.tpot_s == pytest.approx((2 * one[4].tpot_s + one[8].tpot_s) / 3)
+
+
+@pytest.mark.parametrize("p_r, d_r", [(2, 2), (1, 3), (3, 1)])
+def test_beyond_saturation_more_users_never_lower_pd_throughput(p_r, d_r):
+    """Queued requests keep the pools busy until they start, so only those in service drain slowly at the
+    end of a run: throughput must not fall as the concurrency (and the queue) grows."""
+    lay = Layout("disaggregated", p_tp=4, p_replicas=p_r, d_tp=4, d_replicas=d_r)
+    tok = [disagg.predict_disaggregated(MODEL, GPU, 10_000, 1000, lay, c, MS, NOMINAL).output_tok_s
+           for c in (32, 64, 128, 256, 1024, 8192)]
+    assert all(b >= a * (1 - 1e-9) for a, b in zip(tok, tok[1:]))

@@ -8,15 +8,19 @@ book's final model on every measured point of the llm-d benchmark) and
 from __future__ import annotations
 
 import argparse
-import math
+import csv
+import io
 import sys
+import textwrap
+from decimal import Decimal, InvalidOperation
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
 from . import kvcache
-from .specs import SpecError, dtypes, UnknownNameError, get_gpu, get_model, get_profile, profiles
+from .specs import (SpecError, UnknownNameError, constant, dtypes, get_gpu, get_model, get_profile, gpu_names,
+                    model_names, profiles)
 
 EXIT_OK = 0
 EXIT_FAILURE = 1  # the command could not run (e.g. no calibrated parameters, unwritable output)
@@ -28,37 +32,64 @@ REQUIRED = ("model", "gpu", "tp", "isl", "osl")
 OPTIONAL = ("replicas", "concurrency", "weight_dtype", "kv_dtype", "kind", "p_tp", "p_replicas", "d_tp",
             "d_replicas", "profile")
 PD_COLUMNS = ("p_tp", "p_replicas", "d_tp", "d_replicas")
+LAYOUT_COLUMNS = ("tp", "replicas", *PD_COLUMNS)
+TP_COLUMNS = ("tp", "p_tp", "d_tp")
 OUTPUT_COLUMNS = ("concurrency_used", "pred_output_tok_s", "pred_tok_s_per_gpu", "pred_tok_s_per_user",
                   "pred_ttft_ms", "pred_tpot_ms", "pred_max_batch", "status")
+REPLAY_COLUMN = "ttft_model"  # added after pred_ttft_ms by --replay
 MAX_REPORTED = 20
+# Every whole number up to 2**53 is exactly a float (53-bit significand); larger counts would be rounded
+# silently, and overflow the 64-bit integers of the output.
+MAX_WHOLE = 2 ** sys.float_info.mant_dig
 
 INPUT_HELP = f"""\
-input columns (header row required; names exact, order free; other columns are copied through):
+input columns (header row required; names case-insensitive, surrounding spaces ignored, each
+name at most once, order free; other columns are copied through; the output keeps the header
+as written):
   model         required. Model name, case-insensitive: short name (Llama-3.1-70B) or Hugging Face
                 id (meta-llama/Llama-3.1-70B-Instruct).
   gpu           required. GPU short name or benchmark label, case-insensitive (H100, H200, B200,
                 NVIDIA-H100-80GB-HBM3, ...).
   tp            required column. Tensor-parallel size of each instance; must divide the model's
-                attention heads. Ignored (may be empty) on disaggregated rows.
+                attention heads and be at most the GPU's gpus_per_node (data/gpus.csv): a
+                tensor-parallel group stays inside one node, as the model has no inter-node links.
+                Ignored on disaggregated rows (may be empty there; if given, a whole number >= 1).
   isl           required. Input (prompt) tokens per request, >= 1.
-  osl           required. Output tokens per request, >= 2.
-  replicas      instances of `tp` GPUs behind the router (default 1). Ignored on disaggregated rows.
-  concurrency   requests in flight (closed loop, as in the benchmark). Empty (or column absent)
-                = unlimited queue, i.e. the maximum-throughput regime, defined as the smallest
-                concurrency at which every instance's KV-cache batch is just full:
-                ceil(replicas x max_batch) aggregated, ceil(d_replicas x max_batch of a decode
-                instance) disaggregated. More requests than that only wait: same throughput,
-                longer TTFT. The value used is written to `concurrency_used`.
+  osl           required. Output tokens per request, >= 2. A row with isl + osl above the model's
+                max_context (data/models.csv) is kept with no prediction and the reason in `status`.
+  replicas      instances of `tp` GPUs behind the router (default 1). Ignored on disaggregated rows
+                (if given, a whole number >= 1).
+  concurrency   requests in flight (closed loop, as in the benchmark: prompts_per_slot x concurrency
+                prompts, data/parameters.csv). Empty (or column absent) = unlimited queue, i.e. the
+                maximum-throughput regime. On such a row:
+                - pred_output_tok_s and pred_tok_s_per_gpu are the long-run maximum throughput:
+                  the limit of the closed loop's throughput as the concurrency grows without bound
+                  (every instance's KV-cache batch full all the time, disaggregated: the slowest of
+                  the prefill, KV-transfer and decode pools busy all the time; no ramp-up or tail),
+                  at least the throughput of any explicit concurrency. The benchmark's finite run
+                  loses a share to its ramp and tail that shrinks as the concurrency grows, so its
+                  throughput creeps up towards this value without reaching it.
+                - concurrency_used is the smallest concurrency at which every instance's KV-cache
+                  batch is just full: ceil(replicas x max_batch) aggregated, ceil(d_replicas x
+                  max_batch of a decode instance) disaggregated.
+                - pred_ttft_ms and pred_tpot_ms are the model's for the benchmark at concurrency_used
+                  (what a row with that explicit concurrency gives). In an unlimited queue each
+                  further request in flight only waits, so TTFT grows without bound.
+                - pred_tok_s_per_user is pred_output_tok_s / concurrency_used: the maximum throughput
+                  shared by concurrency_used users (more users in flight would each get less).
   weight_dtype  bf16 (default) or fp8. fp8 weights also run prefill on the fp8 tensor cores.
   kv_dtype      bf16 (default) or fp8.
   kind          aggregated (default) or disaggregated (true prefill/decode disaggregation:
                 prefill pool, KV transfer over RDMA, decode pool).
   p_tp, p_replicas, d_tp, d_replicas
-                prefill and decode pools of a disaggregated row (all four required there;
-                ignored on aggregated rows).
+                prefill and decode pools of a disaggregated row (all four required there; p_tp and
+                d_tp obey the rules of tp). Ignored on aggregated rows (may be empty there; if
+                given, a whole number >= 1).
   profile       deployment profile (default {DEFAULT_PROFILE}): GPU memory utilisation, CPU cores,
                 routing, host penalty. See `servingmodel profiles`.
-  Empty cells take the default. Whole numbers may be written 4 or 4.0.
+  Empty cells take the default. Whole numbers may be written 4 or 4.0, and must be at most
+  2**53 = 9007199254740992 (the largest range of exact whole numbers in floating point).
+  Every row must have as many fields as the header; blank lines are skipped.
 
 output: every input column unchanged, then
   concurrency_used, pred_output_tok_s, pred_tok_s_per_gpu, pred_tok_s_per_user, pred_ttft_ms,
@@ -67,7 +98,10 @@ output: every input column unchanged, then
   request's KV cache). Rows are never dropped or reordered.
   pred_ttft_ms is the mean-field model's; with --replay it is the step-level replay's (the
   book's TTFT model) on aggregated rows with a concurrency, and a column ttft_model after it
-  says which model gave it (replay or mean field).
+  says which model gave it (replay or mean field). --replay replaces pred_ttft_ms only: the
+  other columns (pred_output_tok_s, pred_tok_s_per_gpu, pred_tok_s_per_user, pred_tpot_ms)
+  stay the mean-field model's, so on a replayed row pred_ttft_ms and the throughputs come from
+  two different models and need not be consistent with each other.
 
 All numbers are predictions of the model calibrated on the llm-d H100 benchmark
 (data/calibrated_parameters.csv); other GPUs and fp8 use datasheet numbers with the
@@ -77,9 +111,11 @@ EXIT_HELP = f"""\
 exit codes:
   {EXIT_OK}  success (rows that cannot be served are reported in `status`, not as errors)
   {EXIT_FAILURE}  the command failed (e.g. missing calibrated parameters: run `make calibrate`)
-  {EXIT_BAD_INPUT}  bad command line or input: unknown model, GPU or profile (the message lists the
-     known names), or a bad value (the message names the row, 1-based with the header as
-     row 1, and the column); nothing is written"""
+  {EXIT_BAD_INPUT}  bad command line or input: unreadable input (missing, a directory, not UTF-8 CSV),
+     a header with a missing required or duplicate column, a row with more or fewer fields
+     than the header, unknown model, GPU or profile (the message lists the known names), or
+     a bad value (the message names the row and the column; rows are the file's line
+     numbers, the header is row 1, blank lines count); nothing is written"""
 
 
 class InputError(Exception):
@@ -95,51 +131,103 @@ def _where(name: str, row: int, column: str) -> str:
 
 
 def _parse_number(text: str, *, whole: bool, minimum: float):
-    """Parse a cell; return (value, None) or (None, problem)."""
+    """Parse a cell exactly (decimal, so no digit is rounded away); return (value, None) or (None, problem)."""
     try:
-        v = float(text)
-    except ValueError:
+        d = Decimal(text)
+    except InvalidOperation:
         return None, f"{text!r} is not a number"
-    if not math.isfinite(v):
+    if not d.is_finite():
         return None, f"{text!r} is not finite"
-    if v <= 0:
+    if d <= 0:
         return None, f"must be positive, got {text!r}"
-    if whole and v != int(v):
+    if whole and d > MAX_WHOLE:
+        return None, (f"{text!r} is too large: whole numbers must be at most 2**53 = {MAX_WHOLE}, beyond which "
+                      f"they are not exact")
+    if whole and d != d.to_integral_value():
         return None, f"must be a whole number, got {text!r}"
-    if v < minimum:
+    if d < minimum:
         return None, f"must be at least {minimum:g}, got {text!r}"
-    return (int(v) if whole else v), None
+    return (int(d) if whole else float(d)), None
 
 
-def _read_input(path: str) -> pd.DataFrame:
-    src = sys.stdin if path == "-" else path
+def _read_input(path: str, name: str | None = None) -> tuple[pd.DataFrame, list[int]]:
+    """Read the input CSV, every cell as text; return the frame and the line number of its header and of each row.
+
+    Blank lines are skipped but counted, so the numbers are the file's line
+    numbers (a row's first line). A row with more or fewer fields than the
+    header is an :class:`InputError`: nothing is dropped or padded.
+    """
+    name = name or path
     try:
-        return pd.read_csv(src, dtype=str, keep_default_na=False)
+        if path == "-":
+            data = sys.stdin.buffer.read() if hasattr(sys.stdin, "buffer") else sys.stdin.read()
+        else:
+            data = Path(path).read_bytes()
     except FileNotFoundError:
         raise InputError([f"{path}: file not found"]) from None
-    except pd.errors.EmptyDataError:
-        raise InputError([f"{path}: empty file (a header row is required)"]) from None
-    except (pd.errors.ParserError, UnicodeDecodeError) as e:
-        raise InputError([f"{path}: not a readable CSV file: {e}"]) from None
+    except IsADirectoryError:
+        raise InputError([f"{path}: is a directory, not a CSV file"]) from None
+    try:
+        text = data.decode("utf-8-sig") if isinstance(data, bytes) else data
+    except UnicodeDecodeError as e:
+        raise InputError([f"{path}: not a readable CSV file: not UTF-8 text ({e})"]) from None
+    reader = csv.reader(io.StringIO(text, newline=""))
+    records, lines, end = [], [], 0
+    try:
+        for rec in reader:
+            start, end = end + 1, reader.line_num
+            if not rec or (len(rec) == 1 and not rec[0].strip()):
+                continue  # a blank line
+            records.append(rec)
+            lines.append(start)
+    except csv.Error as e:
+        raise InputError([f"{name}, row {end + 1}: not a readable CSV file: {e}"]) from None
+    if not records:
+        raise InputError([f"{path}: empty file (a header row is required)"])
+    header = records[0]
+    ragged = [f"{name}, row {line}: {len(rec)} fields, but the header (row {lines[0]}) has {len(header)}"
+              for rec, line in zip(records[1:], lines[1:]) if len(rec) != len(header)]
+    if ragged:
+        raise InputError(ragged)
+    return pd.DataFrame(records[1:], columns=header, dtype=str), lines
 
 
-def parse_rows(df: pd.DataFrame, name: str = "input") -> list[dict]:
-    """Validate every row; return one parsed record per row or raise :class:`InputError` listing all problems."""
-    cols = {str(c).strip(): c for c in df.columns}
+def parse_rows(df: pd.DataFrame, name: str = "input", lines: list[int] | None = None,
+               reserved: tuple[str, ...] = OUTPUT_COLUMNS) -> list[dict]:
+    """Validate every row; return one parsed record per row or raise :class:`InputError` listing all problems.
+
+    ``lines`` gives the row number of the header and of each row in the file
+    (default: the header is row 1, then one row per line). Column names match
+    case-insensitively after stripping spaces; ``reserved`` names the output
+    columns the input must not have.
+    """
+    lines = list(range(1, len(df) + 2)) if lines is None else list(lines)
+    head = lines[0]
+    seen: dict = {}
+    for k, c in enumerate(df.columns):
+        seen.setdefault(str(c).strip().lower(), []).append(k)
+    dup = [f"{name}, row {head}: column name {key!r} appears {len(ks)} times (columns "
+           f"{', '.join(str(k + 1) for k in ks)}: {', '.join(repr(str(df.columns[k])) for k in ks)}); names match "
+           f"case-insensitively, without surrounding spaces, and each may appear only once"
+           for key, ks in seen.items() if len(ks) > 1]
+    if dup:
+        raise InputError(dup)
+    cols = {key: ks[0] for key, ks in seen.items()}  # lower-case name -> position
     missing = [c for c in REQUIRED if c not in cols]
     if missing:
-        raise InputError([f"{_where(name, 1, c)}: required column missing (header has {list(cols)})"
-                          for c in missing])
-    clash = [c for c in OUTPUT_COLUMNS if c in cols]
+        raise InputError([f"{_where(name, head, c)}: required column missing (header has "
+                          f"{[str(c) for c in df.columns]})" for c in missing])
+    clash = [c for c in reserved if c in cols]
     if clash:
-        raise InputError([f"{_where(name, 1, c)}: the input already has output column {c!r}" for c in clash])
+        raise InputError([f"{_where(name, head, c)}: the input already has output column {c!r}" for c in clash])
     problems, unknown, out = [], {}, []
+    max_seqs = constant("max_num_seqs")
 
     def cell(r, c):
-        return str(r[cols[c]]).strip() if c in cols else ""
+        return str(r.iloc[cols[c]]).strip() if c in cols else ""
 
     for i, (_, r) in enumerate(df.iterrows()):
-        row = i + 2
+        row = lines[i + 1]
         rec: dict = {"row": row}
 
         def bad(c, msg):
@@ -164,18 +252,20 @@ def parse_rows(df: pd.DataFrame, name: str = "input") -> list[dict]:
             bad("kind", f"unknown kind {cell(r, 'kind')!r}; expected one of {list(KINDS)}")
         rec["kind"] = kind
         layout_cols = PD_COLUMNS if kind == "disaggregated" else ("tp", "replicas")
-        for c in ("isl", "osl", *layout_cols):
+        for c in ("isl", "osl", *LAYOUT_COLUMNS):
+            used = c in ("isl", "osl") or c in layout_cols
             text = cell(r, c)
             if not text:
-                if c == "replicas":
+                if c == "replicas" and used:
                     rec[c] = 1
-                    continue
-                bad(c, "empty" if c in cols else "column missing (needed by a disaggregated row)")
+                elif used:
+                    bad(c, "empty" if c in cols else "column missing (needed by a disaggregated row)")
                 continue
             v, err = _parse_number(text, whole=True, minimum=2 if c == "osl" else 1)
             if err:
-                bad(c, err)
-            rec[c] = v
+                bad(c, err if used else f"{err} (the column is ignored on {kind} rows, but a value must be valid)")
+            if used:
+                rec[c] = v
         text = cell(r, "concurrency")
         rec["concurrency"] = None
         if text:
@@ -183,13 +273,25 @@ def parse_rows(df: pd.DataFrame, name: str = "input") -> list[dict]:
             if err:
                 bad("concurrency", err)
             rec["concurrency"] = v
-        model = rec.get("model")
-        if model is not None:
-            for c in ("tp", "p_tp", "d_tp"):
-                t = rec.get(c) if c in layout_cols else None
-                if isinstance(t, int) and model.num_heads % t:
-                    bad(c, f"tensor-parallel size {t} must divide the {model.num_heads} attention heads of "
-                           f"{model.name}")
+        else:  # the maximum-throughput concurrency, ceil(instances x max_batch), must stay exact too
+            c = "d_replicas" if kind == "disaggregated" else "replicas"
+            n = rec.get(c)
+            if isinstance(n, int) and n * max_seqs > MAX_WHOLE:
+                bad(c, f"{n} instances are too many for an empty concurrency: the maximum-throughput concurrency "
+                       f"ceil({c} x max_batch), with max_batch up to max_num_seqs = {max_seqs:g} "
+                       f"(data/parameters.csv), could exceed 2**53 = {MAX_WHOLE}; give a concurrency")
+        model, gpu = rec.get("model"), rec.get("gpu")
+        for c in TP_COLUMNS:
+            t = rec.get(c) if c in layout_cols else None
+            if not isinstance(t, int):
+                continue
+            if model is not None and model.num_heads % t:
+                bad(c, f"tensor-parallel size {t} must divide the {model.num_heads} attention heads of "
+                       f"{model.name}")
+            if gpu is not None and t > gpu.gpus_per_node:
+                bad(c, f"tensor-parallel size {t} exceeds the {gpu.gpus_per_node} GPUs of one {gpu.name} node "
+                       f"(gpus_per_node, data/gpus.csv): a tensor-parallel group must stay inside one node, as "
+                       f"the model has no inter-node links")
         out.append(rec)
     names = []  # unknown names first: their message lists the known ones
     for (c, _), (msg, rows) in unknown.items():
@@ -201,33 +303,79 @@ def parse_rows(df: pd.DataFrame, name: str = "input") -> list[dict]:
     return out
 
 
+def context_reason(rec: dict) -> str | None:
+    """Why a parsed row's requests are longer than its model's context window (None when they are not)."""
+    model, total = rec["model"], rec["isl"] + rec["osl"]
+    if total <= model.max_context:
+        return None
+    return (f"{model.name} accepts at most {model.max_context} tokens of context (max_context, data/models.csv), "
+            f"fewer than one request of isl + osl = {total} tokens")
+
+
+def _with_long_run_ceiling(df: pd.DataFrame, unset: np.ndarray, ceiling: np.ndarray) -> pd.DataFrame:
+    """``df`` (a sweep) with the throughput of the rows ``unset`` (empty concurrency) replaced by the long-run maximum.
+
+    Per-user throughput stays total / concurrency, with the concurrency the
+    sweep used (the smallest that fills every KV batch).
+    """
+    df = df.copy()
+    total = np.asarray(ceiling, float)
+    df.loc[unset, "output_tok_s"] = total
+    df.loc[unset, "tok_s_per_gpu"] = total / df.loc[unset, "num_gpus"].to_numpy(float)
+    df.loc[unset, "tok_s_per_user"] = total / df.loc[unset, "concurrency"].to_numpy(float)
+    return df
+
+
 def predict_rows(records: list[dict], params) -> pd.DataFrame:
-    """Predictions for parsed rows (same order); aggregated rows are vectorised per (model, GPU, profile, dtypes)."""
+    """Predictions for parsed rows (same order); aggregated rows are vectorised per (model, GPU, profile, dtypes).
+
+    A row whose requests exceed the model's context window gets no prediction
+    and the reason in ``status``. A row with an empty concurrency gets the
+    long-run maximum throughput (:func:`whatif.long_run_ceiling`), with
+    the latencies of the sweep at the smallest concurrency that fills every KV batch.
+    """
     from . import whatif
 
     res = pd.DataFrame(np.nan, index=range(len(records)), columns=list(OUTPUT_COLUMNS[:-1]), dtype=float)
     status = ["ok"] * len(records)
     groups: dict = {}
     for i, rec in enumerate(records):
-        if rec["kind"] == "aggregated":
+        reason = context_reason(rec)
+        if reason:
+            status[i] = reason
+        elif rec["kind"] == "aggregated":
             key = (rec["model"].name, rec["gpu"].name, rec["profile"].name, rec["weight_dtype"], rec["kv_dtype"])
             groups.setdefault(key, []).append(i)
     for idx in groups.values():
         first = records[idx[0]]
-        get = lambda c: np.array([np.nan if records[i][c] is None else records[i][c] for i in idx], float)  # noqa: E731
+
+        def get(c, rows=idx):
+            return np.array([np.nan if records[i][c] is None else records[i][c] for i in rows], float)
+
+        common = dict(weight_dtype=first["weight_dtype"], kv_dtype=first["kv_dtype"])
         df = whatif.sweep(first["model"], first["gpu"], first["profile"], params, tp=get("tp"),
                           replicas=get("replicas"), concurrency=get("concurrency"), isl=get("isl"), osl=get("osl"),
-                          weight_dtype=first["weight_dtype"], kv_dtype=first["kv_dtype"])
+                          **common)
+        unset = np.array([records[i]["concurrency"] is None for i in idx])
+        if unset.any():
+            rows = [i for i, u in zip(idx, unset) if u]
+            ceiling = whatif.long_run_ceiling(first["model"], first["gpu"], first["profile"], params,
+                                              tp=get("tp", rows), replicas=get("replicas", rows), isl=get("isl", rows),
+                                              osl=get("osl", rows), **common)
+            df = _with_long_run_ceiling(df, unset, ceiling)
         _store(res, status, idx, df, records, params)
     for i, rec in enumerate(records):
-        if rec["kind"] != "disaggregated":
+        if rec["kind"] != "disaggregated" or status[i] != "ok":
             continue
-        df = whatif.sweep_disaggregated(rec["model"], rec["gpu"], rec["profile"], params, p_tp=rec["p_tp"],
-                                        p_replicas=rec["p_replicas"], d_tp=rec["d_tp"], d_replicas=rec["d_replicas"],
-                                        concurrency=np.nan if rec["concurrency"] is None else rec["concurrency"],
-                                        isl=rec["isl"], osl=rec["osl"], weight_dtype=rec["weight_dtype"],
-                                        kv_dtype=rec["kv_dtype"])
+        lay = dict(p_tp=rec["p_tp"], p_replicas=rec["p_replicas"], d_tp=rec["d_tp"], d_replicas=rec["d_replicas"],
+                   isl=rec["isl"], osl=rec["osl"], weight_dtype=rec["weight_dtype"], kv_dtype=rec["kv_dtype"])
+        df = whatif.sweep_disaggregated(rec["model"], rec["gpu"], rec["profile"], params,
+                                        concurrency=np.nan if rec["concurrency"] is None else rec["concurrency"], **lay)
+        if rec["concurrency"] is None:
+            ceiling = whatif.long_run_ceiling_disaggregated(rec["model"], rec["gpu"], rec["profile"], params, **lay)
+            df = _with_long_run_ceiling(df, np.array([True]), ceiling)
         _store(res, status, [i], df, records, params)
+    res["concurrency_used"] = res["concurrency_used"].astype("Int64")  # a count: written exactly, not to 6 digits
     res["status"] = status
     return res
 
@@ -293,12 +441,14 @@ def replay_ttft(records: list[dict], pred: pd.DataFrame, params) -> pd.Series:
 def cmd_predict(args) -> int:
     from .calibrate import calibrated_params
 
-    raw = _read_input(args.input)
-    records = parse_rows(raw, name=Path(args.input).name if args.input != "-" else "stdin")
+    name = Path(args.input).name if args.input != "-" else "stdin"
+    raw, lines = _read_input(args.input, name)
+    reserved = OUTPUT_COLUMNS + ((REPLAY_COLUMN,) if args.replay else ())
+    records = parse_rows(raw, name=name, lines=lines, reserved=reserved)
     params = calibrated_params()
     pred = predict_rows(records, params)
     if args.replay:
-        pred.insert(pred.columns.get_loc("pred_ttft_ms") + 1, "ttft_model", replay_ttft(records, pred, params))
+        pred.insert(pred.columns.get_loc("pred_ttft_ms") + 1, REPLAY_COLUMN, replay_ttft(records, pred, params))
     pred.index = raw.index
     _write(pd.concat([raw, pred], axis=1), args.output)
     return EXIT_OK
@@ -330,8 +480,21 @@ def cmd_profiles(args) -> int:
     return EXIT_OK
 
 
+def known_names_help() -> str:
+    """The model, GPU and profile names the registry knows (data/), for the help."""
+    try:
+        groups = (("models (or a Hugging Face id)", model_names()),
+                  ("GPUs (or a benchmark label or alias)", gpu_names()), ("profiles", sorted(profiles())))
+    except SpecError as e:
+        return f"known names: unavailable ({e})"
+    return "known names (case-insensitive; data/models.csv, data/gpus.csv, data/profiles.csv):\n" + "\n".join(
+        textwrap.fill(", ".join(names), width=100, initial_indent=f"  {what}: ", subsequent_indent="    ")
+        for what, names in groups)
+
+
 def build_parser() -> argparse.ArgumentParser:
     fmt = argparse.RawDescriptionHelpFormatter
+    names = known_names_help()
     parser = argparse.ArgumentParser(
         prog="servingmodel", formatter_class=fmt,
         description="Predict LLM serving throughput and latency with the calibrated first-principles model.",
@@ -340,19 +503,22 @@ def build_parser() -> argparse.ArgumentParser:
                "  servingmodel reproduce -o OUTPUT.csv           the calibrated model on every measured\n"
                "                                                 point of the llm-d benchmark\n"
                "  servingmodel profiles                          list the deployment profiles\n\n"
-               + INPUT_HELP + "\n\n" + EXIT_HELP)
+               + INPUT_HELP + "\n\n" + names + "\n\n" + EXIT_HELP)
     sub = parser.add_subparsers(dest="command", metavar="{predict,reproduce,profiles}")
     sub.required = True
     p = sub.add_parser("predict", formatter_class=fmt, help="predict every row of a CSV file",
                        description="Predict every row of INPUT.csv with the calibrated model.",
-                       epilog=INPUT_HELP + "\n\n" + EXIT_HELP)
+                       epilog=INPUT_HELP + "\n\n" + names + "\n\n" + EXIT_HELP)
     p.add_argument("input", metavar="INPUT.csv", help="input CSV file ('-' reads standard input)")
     p.add_argument("-o", "--output", metavar="OUTPUT.csv", required=True,
                    help="output CSV file ('-' writes standard output)")
     p.add_argument("--replay", action="store_true",
                    help="take pred_ttft_ms from the step-level replay of the closed loop (the book's TTFT "
                         "model, chapter 08) on aggregated rows with a concurrency, and add a column ttft_model "
-                        "(replay or mean field) after it; slower, about a second per row at high concurrency")
+                        "(replay or mean field) after it; slower, about a second per row at high concurrency. "
+                        "Only pred_ttft_ms changes: the throughputs and pred_tpot_ms stay the mean-field "
+                        "model's, so a replayed row mixes two models and its TTFT need not be consistent with "
+                        "its per-user throughput")
     p.set_defaults(func=cmd_predict)
     r = sub.add_parser("reproduce", formatter_class=fmt, help="the calibrated model on every measured point",
                        description="One row per measured point of the llm-d benchmark: the deployment columns "

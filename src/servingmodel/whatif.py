@@ -9,11 +9,19 @@ The maximum-throughput regime ("unlimited" concurrency) is defined as the
 smallest concurrency at which every instance's KV-cache batch is just full:
 ``ceil(replicas x max_batch)`` for aggregated serving and
 ``ceil(d_replicas x max_batch of a decode instance)`` for disaggregated
-serving. More requests in flight than that only queue: throughput stays at
-its ceiling while TTFT grows.
+serving. In the closed loop's steady state more requests in flight than that
+only queue: throughput stays at its ceiling while TTFT grows. The benchmark's
+run is finite, though (``prompts_per_slot`` x C prompts, with a first wave and
+a tail, :func:`queueing.drain_factor`), and the share its tail costs shrinks as
+C grows, so :func:`sweep` at that concurrency is a little below the long-run
+maximum throughput of an unlimited queue: :func:`long_run_ceiling` and
+:func:`long_run_ceiling_disaggregated` give that maximum, the limit of the
+sweeps' throughput as the concurrency grows without bound.
 """
 
 from __future__ import annotations
+
+import dataclasses
 
 import numpy as np
 
@@ -96,6 +104,80 @@ def saturating_concurrency(max_batch, instances):
     checks.nonnegative("max_batch", b)
     n = checks.whole("instances", instances, 1)
     return np.maximum(np.ceil(n * b - 1e-9), 1.0)
+
+
+def long_run_ceiling(model, gpu, profile, params: ModelParams | None = None, *, tp, replicas=1, isl, osl,
+                     weight_dtype: str = "bf16", kv_dtype: str = "bf16", features: Features = Features()) -> np.ndarray:
+    """Output tok/s of aggregated serving with an unlimited queue, in the long run: its maximum throughput.
+
+    The limit of :func:`sweep`'s ``output_tok_s`` as the concurrency grows
+    without bound, hence at least its value at any concurrency: every instance
+    holds its full KV batch all the time, whatever the routing, and the
+    benchmark's first wave and tail, a share of its finite run of
+    ``prompts_per_slot`` x C prompts that shrinks as C grows, vanish. That is
+    ``replicas`` x one instance's closed-loop steady state at its KV batch
+    limit. Inputs broadcast and flatten as in :func:`sweep`; NaN where an
+    instance cannot hold one request.
+    """
+    m, g, p = resolve(model, gpu, profile)
+    params = _params(params)
+    check_dtype(weight_dtype)
+    check_dtype(kv_dtype)
+    tp, reps, isl, osl = (np.array(a.ravel()) for a in np.broadcast_arrays(
+        *(np.asarray(v, float) for v in (tp, replicas, isl, osl))))
+    _check_tp(m, "tp", tp)
+    checks.whole("replicas", reps, 1)
+    _check_workload(isl, osl)
+    inst = make_instance_arrays(m, g, tp, isl, osl, p.gpu_memory_utilization, p.cpu_cores, float(p.host_penalty),
+                                params, features, weight_dtype, kv_dtype)
+    bmax = np.broadcast_to(np.asarray(inst.max_batch, float), tp.shape)
+    if np.any(np.isinf(bmax)):
+        raise ValueError("the maximum throughput needs a finite KV batch limit (features.kv_limit on)")
+    fits = bmax * kvcache.mean_context_tokens(isl, osl) >= isl + osl
+    full = np.where(fits, bmax, 1.0)
+    # n >= max_batch requests present keep the batch at max_batch (queueing.closed_loop needs n >= 1)
+    tok = dataclasses.replace(inst, max_batch=full).tok_s(np.maximum(full, 1.0))
+    return np.where(fits, reps * np.asarray(tok, float), np.nan)
+
+
+def long_run_ceiling_disaggregated(model, gpu, profile, params: ModelParams | None = None, *, p_tp, p_replicas, d_tp,
+                                   d_replicas, isl, osl, weight_dtype: str = "bf16", kv_dtype: str = "bf16",
+                                   features: Features = Features(),
+                                   transfer_bytes_s: float | None = None) -> np.ndarray:
+    """Output tok/s of true P/D disaggregation with an unlimited queue, in the long run: its maximum throughput.
+
+    The limit of :func:`sweep_disaggregated`'s ``output_tok_s`` as the
+    concurrency grows without bound, hence at least its value at any
+    concurrency: OSL x the request rate of the slowest of the three pools of
+    :func:`disagg.pool_capacities` (prefill, KV transfer, decode at its KV
+    batch limit), with no first wave or tail. Same inputs and KV link as
+    :func:`sweep_disaggregated` (point by point); NaN where it does not fit.
+    """
+    from . import disagg
+
+    m, g, p = resolve(model, gpu, profile)
+    params = _params(params)
+    check_dtype(weight_dtype)
+    check_dtype(kv_dtype)
+    ptp, prep, dtp, drep, _, isl, osl = _pd_inputs(m, p_tp, p_replicas, d_tp, d_replicas, 1.0, isl, osl)
+    bw = disagg.transfer_bandwidth_bytes_s("rdma") if transfer_bytes_s is None else float(transfer_bytes_s)
+    out = np.full(ptp.size, np.nan)
+    for i in range(ptp.size):
+        s, o = int(isl[i]), int(osl[i])
+        p_inst, d_inst = (make_instance(m, g, int(t), s, o, p, params, features, weight_dtype, kv_dtype)
+                          for t in (ptp[i], dtp[i]))
+        ctx = float(kvcache.mean_context_tokens(s, o))
+        d_bmax = float(d_inst.max_batch)
+        if not np.isfinite(d_bmax):
+            raise ValueError("the maximum throughput needs a finite KV batch limit (features.kv_limit on)")
+        # as in sweep_disaggregated: a prefill instance holds one prompt, a decode instance one whole request
+        if float(p_inst.max_batch) * ctx < s or d_bmax * ctx < s + o:
+            continue
+        t_x = float(disagg.kv_transfer_time_s(m, s, bw, kv_dtype))
+        caps = disagg.pool_capacities(float(p_inst.prefill_s), int(prep[i]), t_x, int(min(prep[i], drep[i])),
+                                      d_inst.decode_step_s, o, int(drep[i]), d_bmax)
+        out[i] = o * min(caps.values())
+    return out
 
 
 def insufficient_memory_reason(model, gpu, profile, params: ModelParams | None = None, *, tp, isl, osl,
