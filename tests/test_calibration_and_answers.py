@@ -222,6 +222,16 @@ def test_benchmark_tps_come_from_the_measurements(meas):
         answers.benchmark_tps(meas[meas["kind"] != "aggregated"])
 
 
+def test_step_overhead_grows_with_the_models_depth_by_hand():
+    nominal = fullmodel.ModelParams.nominal()
+    # BLIS's law in data/parameters.csv: 0.126 ms per step plus 32 us per layer
+    assert nominal.step_overhead_for(get_model("Llama-3.1-70B")) == pytest.approx(0.126e-3 + 80 * 32e-6)
+    assert nominal.step_overhead_for(get_model("Llama-3.1-8B")) == pytest.approx(0.126e-3 + 32 * 32e-6)
+    assert nominal.step_overhead_for(get_model("Llama-3.1-405B")) == pytest.approx(0.126e-3 + 126 * 32e-6)
+    with pytest.raises(ValueError, match="step_overhead_per_layer_s must be non-negative"):
+        dataclasses.replace(nominal, step_overhead_per_layer_s=-1e-6)
+
+
 def test_non_physical_parameters_are_refused():
     nominal = fullmodel.ModelParams.nominal()
     with pytest.raises(ValueError, match="bandwidth_efficiency must be in"):

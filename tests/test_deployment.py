@@ -163,3 +163,13 @@ def test_paired_excess_matches_per_instance_load():
     assert row["reference_time_per_token_s"] == pytest.approx(64 / x[("1P-TP8 + 1D-TP8", 64)])
     with pytest.raises(ValueError, match="unknown deployment 'TP16 x 1'"):
         deployment.paired_excess(meas, "TP16 x 1", "TP8 x 1")
+
+
+def test_least_squares_penalty_by_hand_and_refusals():
+    assert deployment.least_squares_penalty_s([3e-3, 15e-3], [3.0, 15.0]) == pytest.approx(1e-3)
+    # two points off the line: sum(u e) / sum(u^2) = (3 x 2 + 15 x 16) / (9 + 225) ms
+    assert deployment.least_squares_penalty_s([2e-3, 16e-3], [3.0, 15.0]) == pytest.approx((6 + 240) / 234 * 1e-3)
+    with pytest.raises(ValueError, match="not identified"):
+        deployment.least_squares_penalty_s([1e-3], [0.0])
+    with pytest.raises(ValueError, match="same shape"):
+        deployment.least_squares_penalty_s([1e-3, 2e-3], [1.0])

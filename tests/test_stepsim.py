@@ -183,7 +183,7 @@ def test_a_budget_of_a_whole_prompt_removes_the_straddle():
     lone = stepsim.replay_point(MODEL, GPU, 10_000, 1000, lay, 1, STANDALONE, PARAMS, max_num_batched_tokens=16_384)
     base = stepsim.replay_point(MODEL, GPU, 10_000, 1000, lay, 1, STANDALONE, PARAMS)
     # one chunk instead of two: the lone prefill saves one step's fixed cost and nothing else
-    assert base.mean_ttft_s - lone.mean_ttft_s == pytest.approx(PARAMS.step_overhead_s + float(
+    assert base.mean_ttft_s - lone.mean_ttft_s == pytest.approx(PARAMS.step_overhead_for(MODEL) + float(
         fullmodel.make_instance(MODEL, GPU, 4, 10_000, 1000, STANDALONE, PARAMS, fullmodel.Features()).host_s),
         rel=1e-6)
 

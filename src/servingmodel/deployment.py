@@ -108,6 +108,20 @@ def implied_penalty_per_process_s(excess_s, tp, cpu_cores, processes_besides_wor
         return np.where(over > 0, e / np.where(over > 0, over, 1.0), np.nan)
 
 
+def least_squares_penalty_s(excess_s, oversubscription_units) -> float:
+    """The penalty per unit of oversubscription that best fits measured excesses: least squares through zero,
+    sum(u x e) / sum(u^2) over the pairs (chapter 06's diagnosis of H5)."""
+    e = np.asarray(excess_s, float)
+    u = np.asarray(oversubscription_units, float)
+    if e.shape != u.shape or e.size == 0:
+        raise ValueError("excess_s and oversubscription_units must be non-empty and of the same shape")
+    if np.any(~np.isfinite(e)) or np.any(~(u >= 0)):
+        raise ValueError("excesses must be finite and oversubscription non-negative")
+    if not np.dot(u, u) > 0:
+        raise ValueError("no pod is oversubscribed: the penalty is not identified")
+    return float(np.dot(u, e) / np.dot(u, u))
+
+
 def per_instance_time_per_token_s(output_tok_s, concurrency, instances):
     """Closed-loop time per output token of one request, at the per-instance load.
 

@@ -37,7 +37,8 @@ class ModelParams:
     bandwidth_efficiency: float
     kv_bandwidth_efficiency: float
     compute_efficiency: float
-    step_overhead_s: float
+    step_overhead_s: float  # per engine step, whatever the model's depth
+    step_overhead_per_layer_s: float  # per engine step and transformer layer
     allreduce_latency_s: float
     memory_reserve_gib: float
     host_penalty_s: float
@@ -48,7 +49,8 @@ class ModelParams:
             v = getattr(self, name)
             if not (np.isfinite(v) and 0 < v <= 1):
                 raise ValueError(f"{name} must be in (0, 1], got {v!r}")
-        for name in ("step_overhead_s", "allreduce_latency_s", "memory_reserve_gib", "host_penalty_s"):
+        for name in ("step_overhead_s", "step_overhead_per_layer_s", "allreduce_latency_s", "memory_reserve_gib",
+                     "host_penalty_s"):
             v = getattr(self, name)
             if not (np.isfinite(v) and v >= 0):
                 raise ValueError(f"{name} must be non-negative, got {v!r}")
@@ -58,6 +60,10 @@ class ModelParams:
         """Every parameter at its sourced nominal value (``data/parameters.csv``)."""
         facts = parameter_facts()
         return cls(**{f.name: facts[f.name].nominal for f in dataclasses.fields(cls)})
+
+    def step_overhead_for(self, model: ModelSpec) -> float:
+        """Fixed time per engine step outside the roofline for ``model``: per step plus per layer (BLIS's law)."""
+        return self.step_overhead_s + self.step_overhead_per_layer_s * model.num_layers
 
     def with_fitted(self, values) -> "ModelParams":
         return dataclasses.replace(self, **dict(zip(FITTED_PARAMETERS, map(float, values))))
@@ -111,7 +117,7 @@ class Instance:
             bandwidth_efficiency=self.params.bandwidth_efficiency,
             kv_bandwidth_efficiency=self.params.kv_bandwidth_efficiency,
             compute_efficiency=self.params.compute_efficiency,
-            step_overhead_s=self.params.step_overhead_s,
+            step_overhead_s=self.params.step_overhead_for(self.model),
             weight_dtype=self.weight_dtype, kv_dtype=self.kv_dtype,
         )
         if self.features.communication:
@@ -149,7 +155,7 @@ def make_instance_arrays(model: ModelSpec, gpu: GpuSpec, tp, isl, osl, gpu_memor
         t_pf = t_pf + comm.prefill_comm_time_s(model, gpu, tp, isl, budget, params.allreduce_latency_s,
                                                params.link_efficiency)
     # every prefill chunk is an engine step that pays the fixed overhead
-    t_pf = t_pf + prefill.prefill_chunks(isl, budget) * params.step_overhead_s
+    t_pf = t_pf + prefill.prefill_chunks(isl, budget) * params.step_overhead_for(model)
     util = np.asarray(gpu_memory_utilization, float)
     if np.any(~((util > 0) & (util <= 1))):
         raise ValueError(f"gpu_memory_utilization must be in (0, 1], got {gpu_memory_utilization!r}")
@@ -441,11 +447,11 @@ def decode_step_breakdown(model: ModelSpec, gpu: GpuSpec, tp: int, batch: float,
     terms = roofline.decode_time_terms_s(model, gpu, tp, batch, ctx, bandwidth_efficiency=params.bandwidth_efficiency,
                                          kv_bandwidth_efficiency=params.kv_bandwidth_efficiency,
                                          compute_efficiency=params.compute_efficiency,
-                                         step_overhead_s=params.step_overhead_s)
+                                         step_overhead_s=params.step_overhead_for(model))
     ar = comm.decode_comm_time_s(model, gpu, tp, batch, params.allreduce_latency_s, params.link_efficiency)
     host = deployment.host_penalty_s(tp, profile, params.host_penalty_s, constant("processes_besides_workers"))
     inst = make_instance(model, gpu, tp, isl, osl, profile, params, Features())
     parts = {"weights_s": float(terms["weights_s"]), "kv_s": float(terms["kv_s"]),
-             "overhead_s": float(params.step_overhead_s), "allreduce_s": float(ar), "host_s": float(host)}
+             "overhead_s": float(params.step_overhead_for(model)), "allreduce_s": float(ar), "host_s": float(host)}
     parts["step_s"] = float(inst.decode_step_s(batch))
     return parts

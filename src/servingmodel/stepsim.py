@@ -91,7 +91,7 @@ def engine_from_instance(instance, max_num_batched_tokens: int, max_num_seqs: in
     ``max_num_batched_tokens`` the replay uses).
     """
     isl, osl = int(instance.isl), int(instance.osl)
-    overhead = instance.params.step_overhead_s
+    overhead = instance.params.step_overhead_for(instance.model)
     default_chunks = float(prefill_chunks(isl, int(constant("max_num_batched_tokens"))))
     pf = (float(instance.prefill_s) - default_chunks * overhead) / isl
     capacity = float(instance.max_batch) * float(mean_context_tokens(isl, osl))
