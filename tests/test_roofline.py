@@ -221,3 +221,13 @@ def test_model_per_gpu_never_beats_the_bandwidth_bound(tp, concurrency, features
     b = min(concurrency, pred.max_batch)
     t_mem = float(roofline.decode_memory_time_s(MODEL, GPU, tp, b, 10_500, p.bandwidth_efficiency))
     assert pred.tok_s_per_gpu <= b * 1000 / (999 * t_mem) / tp * (1 + 1e-12)
+
+
+def test_ridge_point_by_hand():
+    assert roofline.ridge_point(GPU) == pytest.approx(989e12 / 3.35e12)
+    assert roofline.ridge_point(GPU, "fp8") == pytest.approx(1979e12 / 3.35e12)
+    # achieved FLOPs fall further below peak than achieved bandwidth: the ridge moves down
+    assert roofline.ridge_point(GPU, compute_efficiency=0.5, bandwidth_efficiency=0.8) == \
+        pytest.approx(0.5 * 989e12 / (0.8 * 3.35e12))
+    with pytest.raises(ValueError, match="compute_efficiency"):
+        roofline.ridge_point(GPU, compute_efficiency=1.5)

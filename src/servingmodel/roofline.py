@@ -101,6 +101,15 @@ def arithmetic_intensity(model: ModelSpec, tp, batch, context_tokens, weight_dty
     return flops / bytes_read
 
 
+def ridge_point(gpu: GpuSpec, weight_dtype: str = "bf16", compute_efficiency: float = 1.0,
+                bandwidth_efficiency: float = 1.0) -> float:
+    """FLOPs per byte at which a kernel turns compute-bound: achieved FLOP/s over achieved bytes/s (peaks by default)."""
+    _check_eff("compute_efficiency", compute_efficiency)
+    _check_eff("bandwidth_efficiency", bandwidth_efficiency)
+    flops = gpu.flops("fp8" if weight_dtype == "fp8" else "bf16")
+    return float(compute_efficiency * flops / (bandwidth_efficiency * gpu.hbm_bandwidth_bytes_s))
+
+
 def critical_batch(model: ModelSpec, gpu: GpuSpec, context_tokens: float = 0.0, weight_dtype: str = "bf16",
                    kv_dtype: str = "bf16", max_batch: int = 100_000) -> float:
     """Smallest batch at which a decode step becomes compute-bound (peak FLOPs vs peak bandwidth).
@@ -110,7 +119,7 @@ def critical_batch(model: ModelSpec, gpu: GpuSpec, context_tokens: float = 0.0, 
     raises if the crossing lies beyond ``max_batch``.
     """
     ctx = float(checks.nonnegative("context_tokens", context_tokens))
-    ridge = gpu.flops("fp8" if weight_dtype == "fp8" else "bf16") / gpu.hbm_bandwidth_bytes_s
+    ridge = ridge_point(gpu, weight_dtype)
     b = np.arange(1, max_batch + 1, dtype=float)
     ai = arithmetic_intensity(model, 1, b, ctx, weight_dtype, kv_dtype)
     hit = np.flatnonzero(ai >= ridge)
@@ -177,7 +186,7 @@ def critical_context_tokens(model: ModelSpec, gpu: GpuSpec, weight_dtype: str = 
     context. ``inf`` when attention alone is intense enough that long contexts
     never keep decode memory-bound.
     """
-    ridge = gpu.flops("fp8" if weight_dtype == "fp8" else "bf16") / gpu.hbm_bandwidth_bytes_s
+    ridge = ridge_point(gpu, weight_dtype)
     attn = 4.0 * model.num_layers * model.num_heads * model.head_dim
     denom = ridge * model.kv_bytes_per_token(kv_dtype) - attn
     return float(linear_flops_per_token(model) / denom) if denom > 0 else float("inf")
