@@ -167,3 +167,15 @@ def test_bend_concurrency_and_table_by_hand():
         measurements.bend_concurrency(df, "TP8 x 1")
     with pytest.raises(ValueError, match="share"):
         measurements.bend_concurrency(df, "TP4 x 1", share=0)
+
+
+def test_spread_between_by_hand():
+    df = pd.DataFrame({"deployment": ["a", "b", "a", "b", "a"], "concurrency": [1, 1, 8, 8, 64],
+                       "output_tok_s": [10.0, 12.0, 100.0, 90.0, 500.0]})
+    s = measurements.spread_between(df, ["a", "b"])
+    assert list(s.index) == [1, 8]  # 64 has only one of them
+    assert s.loc[1] == pytest.approx(0.2) and s.loc[8] == pytest.approx(100 / 90 - 1)
+    with pytest.raises(ValueError, match="no measurement"):
+        measurements.spread_between(df, ["a", "c"])
+    with pytest.raises(ValueError, match="at least two"):
+        measurements.spread_between(df, ["a"])

@@ -218,3 +218,19 @@ def bend_table(df: pd.DataFrame, share: float = 0.9) -> pd.DataFrame:
     out["earlier_than_fewer"] = [bool(((out["family"] == r.family) & (out["replicas"] < r.replicas)
                                        & (out["bend"] > r.bend)).any()) for r in out.itertuples()]
     return out
+
+
+def spread_between(df: pd.DataFrame, deployments, column: str = "output_tok_s") -> pd.Series:
+    """At each concurrency all ``deployments`` were measured at: their largest ``column`` over their smallest,
+    minus one (chapters 01 and 07 compare the three TP4 prefill/decode splits with it)."""
+    deployments = list(deployments)
+    if len(deployments) < 2:
+        raise ValueError("a spread needs at least two deployments")
+    missing = sorted(set(deployments) - set(df["deployment"]))
+    if missing:
+        raise ValueError(f"no measurement of {missing}")
+    wide = df[df["deployment"].isin(deployments)].pivot(index="concurrency", columns="deployment", values=column)
+    wide = wide.dropna()
+    if wide.empty:
+        raise ValueError(f"{deployments} share no concurrency")
+    return wide.max(axis=1) / wide.min(axis=1) - 1
