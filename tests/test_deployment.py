@@ -173,3 +173,19 @@ def test_least_squares_penalty_by_hand_and_refusals():
         deployment.least_squares_penalty_s([1e-3], [0.0])
     with pytest.raises(ValueError, match="same shape"):
         deployment.least_squares_penalty_s([1e-3, 2e-3], [1.0])
+
+
+@pytest.mark.parametrize("c, r, knee", [(40, 4, 7), (60, 3, 1), (30, 2, 45), (25, 5, 25)])
+def test_occupancy_with_a_saturating_rate_matches_the_direct_convolution(c, r, knee):
+    """The running-sum shortcut for a replica whose rate stops growing gives the plain convolution's answer."""
+    rate = lambda k: np.minimum(np.asarray(k, float), knee) ** 0.7  # noqa: E731
+    fast = deployment.random_routing_occupancy(c, r, rate)
+    mu = rate(np.arange(1, c + 1, dtype=float))
+    f = np.concatenate([[1.0], np.cumprod(mu.max() / mu)])
+    f = f / f.max()
+    rest = f.copy()
+    for _ in range(r - 2):
+        rest = np.convolve(rest, f)[: c + 1]
+        rest = rest / rest.max()
+    direct = f * rest[::-1]
+    np.testing.assert_allclose(fast, direct / direct.sum(), rtol=1e-10, atol=1e-15)

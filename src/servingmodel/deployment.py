@@ -73,12 +73,26 @@ def random_routing_occupancy(concurrency: int, replicas: int, completion_rate) -
     # (sum k_i = C is fixed); dividing by the largest rate keeps f bounded below by 1.
     f = np.concatenate([[1.0], np.cumprod(mu.max() / mu)])
     f = f / f.max()
+    # A saturated replica completes at a constant rate, so f is constant from some index on;
+    # convolving with that tail is a running sum, which keeps large C at O(C x head) instead of O(C^2).
+    varying = np.flatnonzero(f != f[-1])
+    head = int(varying[-1]) + 1 if varying.size else 0
     rest = f.copy()  # the other R-1 replicas together
     for _ in range(r - 2):
-        rest = np.convolve(rest, f)[: c + 1]
+        rest = _convolve_constant_tail(rest, f, head)
         rest = rest / rest.max()
     p = f * rest[::-1]
     return p / p.sum()
+
+
+def _convolve_constant_tail(x: np.ndarray, f: np.ndarray, head: int) -> np.ndarray:
+    """The first len(x) terms of the convolution of ``x`` with ``f``, where f[j] = f[head] for every j >= head."""
+    n = x.size
+    out = np.convolve(f[:head], x)[:n] if head > 0 else np.zeros(n)
+    if head < f.size:
+        running = np.cumsum(x)
+        out[head:] += f[head] * running[: n - head]
+    return out
 
 
 def random_routing_throughput(concurrency: int, replicas: int, instance_tok_s) -> float:
