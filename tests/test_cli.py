@@ -43,6 +43,18 @@ def run(tmp_path, text, *extra):
     return code, out
 
 
+def run_with_bad_cell(tmp_path, capsys, cols, good_rows, bad_row, column, value):
+    """Run ``predict`` on ``good_rows`` then ``bad_row`` with ``column`` set to ``value`` (the file's row 4 when two
+    good rows precede it); assert exit 2 with nothing written and return standard error."""
+    bad = list(bad_row)
+    bad[cols.index(column)] = value
+    code, out = run(tmp_path, "\n".join(",".join(r) for r in (cols, *good_rows, bad)) + "\n")
+    err = capsys.readouterr().err
+    assert code == 2 and not out.exists()
+    assert f"row {len(good_rows) + 2}, column {column!r}" in err
+    return err
+
+
 def read(path):
     return pd.read_csv(path, dtype=str, keep_default_na=False)
 
@@ -200,14 +212,7 @@ def test_unknown_name_exits_2_and_lists_the_known_names(tmp_path, capsys, column
 def test_bad_value_names_row_and_column(tmp_path, capsys, column, value, fragment):
     cols = ["model", "gpu", "tp", "replicas", "isl", "osl", "concurrency", "weight_dtype", "kv_dtype", "kind"]
     good = ["Llama-3.1-70B", "H100", "4", "1", "1000", "100", "8", "bf16", "bf16", "aggregated"]
-    bad = list(good)
-    bad[cols.index(column)] = value
-    text = "\n".join(",".join(r) for r in (cols, good, good, bad)) + "\n"
-    code, out = run(tmp_path, text)
-    err = capsys.readouterr().err
-    assert code == 2
-    assert not out.exists()
-    assert f"row 4, column {column!r}" in err
+    err = run_with_bad_cell(tmp_path, capsys, cols, [good, good], good, column, value)
     assert fragment in err
 
 
@@ -489,13 +494,9 @@ def test_ignored_columns_must_still_hold_valid_values(tmp_path, capsys, kind, co
     cols = ["model", "gpu", "tp", "replicas", "isl", "osl", "kind", "p_tp", "p_replicas", "d_tp", "d_replicas"]
     good = {"aggregated": ["Llama-3.1-70B", "H100", "4", "1", "1000", "100", "aggregated", "", "", "", ""],
             "disaggregated": ["Llama-3.1-70B", "H100", "", "", "1000", "100", "disaggregated", "4", "1", "4", "1"]}
-    bad = list(good[kind])
-    bad[cols.index(column)] = value
-    text = "\n".join(",".join(r) for r in (cols, good["aggregated"], good["disaggregated"], bad)) + "\n"
-    code, out = run(tmp_path, text)
-    err = capsys.readouterr().err
-    assert code == 2 and not out.exists()
-    assert f"row 4, column {column!r}" in err and "ignored" in err
+    err = run_with_bad_cell(tmp_path, capsys, cols, [good["aggregated"], good["disaggregated"]], good[kind],
+                            column, value)
+    assert "ignored" in err
     assert "row 2" not in err and "row 3" not in err  # empty ignored cells stay fine
 
 

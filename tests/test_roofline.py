@@ -231,3 +231,11 @@ def test_ridge_point_by_hand():
         pytest.approx(0.5 * 989e12 / (0.8 * 3.35e12))
     with pytest.raises(ValueError, match="compute_efficiency"):
         roofline.ridge_point(GPU, compute_efficiency=1.5)
+
+
+def test_decode_flops_per_token_by_hand():
+    # 80 layers x 64 heads x 128 dims x 4 = 2,621,440 FLOPs per context token
+    assert roofline.attention_flops_per_context_token(MODEL) == 4 * 80 * 64 * 128
+    assert roofline.decode_flops_per_token(MODEL, 0) == pytest.approx(roofline.linear_flops_per_token(MODEL))
+    assert roofline.decode_flops_per_token(MODEL, 10_500) == pytest.approx(
+        roofline.linear_flops_per_token(MODEL) + 4 * 80 * 64 * 128 * 10_500)

@@ -11,7 +11,7 @@ import numpy as np
 
 from . import checks
 
-from .roofline import _check_eff, linear_flops_per_token
+from .roofline import _check_eff, decode_flops_per_token, linear_flops_per_token
 from .specs import GpuSpec, ModelSpec
 
 
@@ -28,7 +28,7 @@ def decode_flops_per_request(model: ModelSpec, isl, osl):
     """FLOPs of all decode steps of one request (linear layers plus attention over the growing context)."""
     s, o = np.asarray(isl, float), np.asarray(osl, float)
     mean_ctx = s + o / 2.0
-    return o * (linear_flops_per_token(model) + 4.0 * model.num_layers * model.num_heads * model.head_dim * mean_ctx)
+    return o * decode_flops_per_token(model, mean_ctx)
 
 
 def prefill_compute_time_s(model: ModelSpec, gpu: GpuSpec, tp, isl, compute_efficiency: float,

@@ -46,6 +46,17 @@ def linear_flops_per_token(model: ModelSpec):
     return 2.0 * (model.num_params - model.embedding_params())
 
 
+def attention_flops_per_context_token(model: ModelSpec) -> float:
+    """Decode-attention FLOPs of one token per context token it attends to: 4 x layers x heads x head_dim
+    (QK^T and AV, a multiply and an add each)."""
+    return 4.0 * model.num_layers * model.num_heads * model.head_dim
+
+
+def decode_flops_per_token(model: ModelSpec, context_tokens):
+    """FLOPs of one decode token over ``context_tokens`` of context: linear layers plus attention."""
+    return linear_flops_per_token(model) + attention_flops_per_context_token(model) * np.asarray(context_tokens, float)
+
+
 def decode_memory_time_s(model: ModelSpec, gpu: GpuSpec, tp, batch, context_tokens, bandwidth_efficiency: float,
                          weight_dtype: str = "bf16", kv_dtype: str = "bf16", kv_bandwidth_efficiency: float | None = None):
     """Time to read the weight shard and the batch's KV cache from HBM.
@@ -69,9 +80,7 @@ def decode_compute_time_s(model: ModelSpec, gpu: GpuSpec, tp, batch, context_tok
     """Time of the decode FLOPs: linear layers plus attention over the context."""
     _check_eff("compute_efficiency", compute_efficiency)
     b = checks.nonnegative("batch", batch)
-    attn = 4.0 * model.num_layers * model.num_heads * model.head_dim * checks.nonnegative("context_tokens",
-                                                                                          context_tokens)
-    flops = b * (linear_flops_per_token(model) + attn)
+    flops = b * decode_flops_per_token(model, checks.nonnegative("context_tokens", context_tokens))
     return flops / (np.asarray(tp, float) * gpu.flops(compute_dtype) * compute_efficiency)
 
 
@@ -94,8 +103,7 @@ def arithmetic_intensity(model: ModelSpec, tp, batch, context_tokens, weight_dty
                          kv_dtype: str = "bf16"):
     """FLOPs per byte read in one decode step on one GPU."""
     b = np.asarray(batch, float)
-    attn = 4.0 * model.num_layers * model.num_heads * model.head_dim * np.asarray(context_tokens, float)
-    flops = b * (linear_flops_per_token(model) + attn) / np.asarray(tp, float)
+    flops = b * decode_flops_per_token(model, context_tokens) / np.asarray(tp, float)
     bytes_read = weight_bytes_per_gpu(model, tp, weight_dtype) + b * np.asarray(context_tokens, float) * \
         kv_bytes_per_token_per_gpu(model, tp, kv_dtype)
     return flops / bytes_read
@@ -126,9 +134,8 @@ def critical_batch(model: ModelSpec, gpu: GpuSpec, context_tokens: float = 0.0, 
     if hit.size:
         return float(b[hit[0]])
     # the intensity rises with the batch towards FLOPs / KV bytes of one request
-    attn = 4.0 * model.num_layers * model.num_heads * model.head_dim * ctx
     kv = ctx * kv_bytes_per_token_per_gpu(model, 1, kv_dtype)
-    limit = np.inf if kv == 0 else (linear_flops_per_token(model) + attn) / kv
+    limit = np.inf if kv == 0 else float(decode_flops_per_token(model, ctx)) / kv
     if limit <= ridge:
         return float("inf")
     raise ValueError(f"decode becomes compute-bound beyond max_batch={max_batch}; raise max_batch")
@@ -173,7 +180,7 @@ def asymptotic_intensity(model: ModelSpec, context_tokens, kv_dtype: str = "bf16
     c = np.asarray(context_tokens, float)
     if np.any(c < 0):
         raise ValueError(f"context_tokens must be non-negative, got {context_tokens!r}")
-    flops = linear_flops_per_token(model) + 4.0 * model.num_layers * model.num_heads * model.head_dim * c
+    flops = decode_flops_per_token(model, c)
     with np.errstate(divide="ignore"):
         return flops / (c * model.kv_bytes_per_token(kv_dtype))
 
@@ -187,8 +194,7 @@ def critical_context_tokens(model: ModelSpec, gpu: GpuSpec, weight_dtype: str = 
     never keep decode memory-bound.
     """
     ridge = ridge_point(gpu, weight_dtype)
-    attn = 4.0 * model.num_layers * model.num_heads * model.head_dim
-    denom = ridge * model.kv_bytes_per_token(kv_dtype) - attn
+    denom = ridge * model.kv_bytes_per_token(kv_dtype) - attention_flops_per_context_token(model)
     return float(linear_flops_per_token(model) / denom) if denom > 0 else float("inf")
 
 
