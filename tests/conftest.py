@@ -3,7 +3,6 @@
 from pathlib import Path
 
 import pytest
-
 from booktoc import ROOT
 
 HTML = ROOT / "_build" / "html"
@@ -13,6 +12,7 @@ HTML = ROOT / "_build" / "html"
 def html_dir() -> Path:
     """The built book; fails (not skips) when it is missing."""
     if not (HTML / "index.html").is_file():
-        pytest.fail(f"{HTML / 'index.html'} does not exist: run `make book` first "
-                    "(`make test` does it for you)")
+        pytest.fail(
+            f"{HTML / 'index.html'} does not exist: run `make book` first (`make test` does it for you)"
+        )
     return HTML

@@ -18,7 +18,6 @@ from pathlib import Path
 from urllib.parse import unquote, urlsplit
 
 import pytest
-
 from booktoc import toc_docs
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -106,7 +105,6 @@ DOCS = toc_docs()
 # Text pages (.md) have no stored outputs; every other document is a notebook
 # (or missing, which test_chapter_page_exists reports).
 NOTEBOOK_DOCS = [d for d in DOCS if not (ROOT / f"{d}.md").exists()]
-
 
 
 def test_toc_lists_chapters():

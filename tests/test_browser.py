@@ -47,7 +47,6 @@ from pathlib import Path
 from urllib.parse import unquote, urljoin, urlsplit
 
 import pytest
-
 from booktoc import toc_docs
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -79,9 +78,7 @@ CHROMIUM_FLAGS = (
 
 # Text that must not survive typesetting (outside code). The last pattern is
 # inline math whose dollars were not parsed: "$...\command...$".
-RAW_TEX = re.compile(
-    r"\$\$|\\\(|\\\)|\\\[|\\\]|\\begin\{|\\end\{|\$[^$\n]*\\[A-Za-z]+[^$\n]*\$"
-)
+RAW_TEX = re.compile(r"\$\$|\\\(|\\\)|\\\[|\\\]|\\begin\{|\\end\{|\$[^$\n]*\\[A-Za-z]+[^$\n]*\$")
 
 # What the page reports about itself once it has loaded (run in the page).
 PAGE_REPORT_JS = r"""
@@ -133,12 +130,19 @@ def source_of(doc: str) -> Path | None:
 
 # --- static checks of the built HTML -----------------------------------------
 
+
 class _Collector(HTMLParser):
     """ids of a page, and the URLs it makes the browser fetch."""
 
     FETCHED = {  # tag -> attributes whose URL the browser loads by itself
-        "script": ("src",), "img": ("src", "srcset"), "iframe": ("src",), "source": ("src", "srcset"),
-        "video": ("src", "poster"), "audio": ("src",), "embed": ("src",), "object": ("data",),
+        "script": ("src",),
+        "img": ("src", "srcset"),
+        "iframe": ("src",),
+        "source": ("src", "srcset"),
+        "video": ("src", "poster"),
+        "audio": ("src",),
+        "embed": ("src",),
+        "object": ("data",),
         "input": ("src",),
     }
 
@@ -157,11 +161,13 @@ class _Collector(HTMLParser):
                 self.fetched.extend(part.strip().split(" ")[0] for part in a[key].split(","))
         if tag == "link" and a.get("href"):
             rel = (a.get("rel") or "").lower()
-            if any(r in rel for r in ("stylesheet", "preload", "icon", "modulepreload", "prefetch", "manifest")):
+            if any(
+                r in rel for r in ("stylesheet", "preload", "icon", "modulepreload", "prefetch", "manifest")
+            ):
                 self.fetched.append(a["href"])
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def parse_page(path: Path) -> _Collector:
     collector = _Collector()
     collector.feed(path.read_text(encoding="utf-8", errors="replace"))
@@ -176,7 +182,6 @@ def is_remote(url: str) -> bool:
 CSS_URL = re.compile(r"""(?:url\(\s*['"]?|@import\s+['"])([^'")\s]+)""")
 
 
-
 def test_built_html_fetches_nothing_from_other_hosts(html_dir):
     """No script, stylesheet, font, image or frame comes from the network."""
     remote = []
@@ -188,7 +193,9 @@ def test_built_html_fetches_nothing_from_other_hosts(html_dir):
         for url in CSS_URL.findall(css.read_text(encoding="utf-8", errors="replace")):
             if is_remote(url):
                 remote.append(f"{css.relative_to(html_dir)}: {url}")
-    assert not remote, "the built book loads these from other hosts (it must work offline):\n" + "\n".join(remote)
+    assert not remote, "the built book loads these from other hosts (it must work offline):\n" + "\n".join(
+        remote
+    )
 
 
 def test_mathjax_is_bundled(html_dir):
@@ -214,14 +221,18 @@ def test_chapter_offers_its_notebook_for_download(html_dir, doc):
     text = page.read_text(encoding="utf-8")
     name = Path(doc).name + ".ipynb"
     links = re.findall(r'href="([^"]*_sources/[^"]*%s)"' % re.escape(name), text)
-    assert links, f"{page.name} has no download link to _sources/.../{name} (html_theme_options.use_download_button)"
+    assert links, (
+        f"{page.name} has no download link to _sources/.../{name} (html_theme_options.use_download_button)"
+    )
     target = (page.parent / unquote(links[0])).resolve()
     assert target.is_file(), f"{page.name} links {links[0]}, which the build did not write"
     assert target.read_bytes() == (ROOT / f"{doc}.ipynb").read_bytes(), (
-        f"{target.relative_to(ROOT)} differs from {doc}.ipynb: was the book rebuilt?")
+        f"{target.relative_to(ROOT)} differs from {doc}.ipynb: was the book rebuilt?"
+    )
 
 
 # --- the browser --------------------------------------------------------------
+
 
 class _QuietHandler(SimpleHTTPRequestHandler):
     misses: list[str]
@@ -239,7 +250,9 @@ class LocalServer:
 
     def __init__(self, root: Path):
         misses: list[str] = []
-        handler = functools.partial(type("Handler", (_QuietHandler,), {"misses": misses}), directory=str(root))
+        handler = functools.partial(
+            type("Handler", (_QuietHandler,), {"misses": misses}), directory=str(root)
+        )
         self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), handler)
         self.misses = misses
         self.base = f"http://127.0.0.1:{self.httpd.server_address[1]}/"
@@ -265,7 +278,9 @@ class Browser:
         self.log = open(Path(self.profile) / "chromium.log", "wb")  # noqa: SIM115 - closed in close()
         self.proc = subprocess.Popen(
             [executable, *CHROMIUM_FLAGS, f"--user-data-dir={self.profile}", "about:blank"],
-            stdout=self.log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+            stdout=self.log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
         )
         port_file = Path(self.profile) / "DevToolsActivePort"
         deadline = time.monotonic() + 30
@@ -275,8 +290,12 @@ class Browser:
                 raise CDPError(f"Chromium did not start (exit {self.proc.returncode}): {self.output()}")
             time.sleep(0.05)
         port, path = port_file.read_text().splitlines()[:2]
-        self.ws = websocket.create_connection(f"ws://127.0.0.1:{port}{path}", timeout=PAGE_TIMEOUT,
-                                              suppress_origin=True, enable_multithread=False)
+        self.ws = websocket.create_connection(
+            f"ws://127.0.0.1:{port}{path}",
+            timeout=PAGE_TIMEOUT,
+            suppress_origin=True,
+            enable_multithread=False,
+        )
         self.next_id = 0
         self.events: list[dict] = []
 
@@ -284,8 +303,13 @@ class Browser:
         self.log.flush()
         return (Path(self.profile) / "chromium.log").read_text(errors="replace")[-2000:]
 
-    def send(self, method: str, params: dict | None = None, session: str | None = None,
-             timeout: float = PAGE_TIMEOUT) -> dict:
+    def send(
+        self,
+        method: str,
+        params: dict | None = None,
+        session: str | None = None,
+        timeout: float = PAGE_TIMEOUT,
+    ) -> dict:
         self.next_id += 1
         msg = {"id": self.next_id, "method": method, "params": params or {}}
         if session:
@@ -349,7 +373,9 @@ def server(html_dir):
 @pytest.fixture(scope="module")
 def browser():
     if not os.access(CHROMIUM, os.X_OK):
-        pytest.fail(f"{CHROMIUM} not found: run `make browser` (Debian's chromium; `make test` does it for you)")
+        pytest.fail(
+            f"{CHROMIUM} not found: run `make browser` (Debian's chromium; `make test` does it for you)"
+        )
     pytest.importorskip("websocket", reason="websocket-client is pinned in requirements.txt; run `make venv`")
     b = Browser()
     yield b
@@ -364,29 +390,48 @@ def visit(browser: Browser, url: str, shot: Path) -> tuple[dict, list[str]]:
     try:
         for domain in ("Page", "Runtime", "Log", "Network"):
             browser.send(f"{domain}.enable", session=session)
-        browser.send("Emulation.setDeviceMetricsOverride",
-                     {"width": WIDTH, "height": 900, "deviceScaleFactor": 1, "mobile": False}, session=session)
+        browser.send(
+            "Emulation.setDeviceMetricsOverride",
+            {"width": WIDTH, "height": 900, "deviceScaleFactor": 1, "mobile": False},
+            session=session,
+        )
         nav = browser.send("Page.navigate", {"url": url}, session=session)
         if nav.get("errorText"):
             return {}, [f"navigation failed: {nav['errorText']}"]
         browser.wait_for("Page.loadEventFired", session)
-        result = browser.send("Runtime.evaluate", {"expression": PAGE_REPORT_JS, "awaitPromise": True,
-                                                   "returnByValue": True}, session=session)
+        result = browser.send(
+            "Runtime.evaluate",
+            {"expression": PAGE_REPORT_JS, "awaitPromise": True, "returnByValue": True},
+            session=session,
+        )
         if "exceptionDetails" in result:
             raise CDPError(f"page report failed: {result['exceptionDetails']}")
         report = result["result"]["value"]
         height = min(max(int(report["height"]), 900), MAX_SHOT_HEIGHT)
-        browser.send("Emulation.setDeviceMetricsOverride",
-                     {"width": WIDTH, "height": height, "deviceScaleFactor": 1, "mobile": False}, session=session)
-        browser.send("Runtime.evaluate", {"expression": "document.fonts.ready.then(() => 1)",
-                                          "awaitPromise": True}, session=session)
-        png = browser.send("Page.captureScreenshot", {"format": "png", "captureBeyondViewport": True,
-                                                      "fromSurface": True}, session=session, timeout=60)
+        browser.send(
+            "Emulation.setDeviceMetricsOverride",
+            {"width": WIDTH, "height": height, "deviceScaleFactor": 1, "mobile": False},
+            session=session,
+        )
+        browser.send(
+            "Runtime.evaluate",
+            {"expression": "document.fonts.ready.then(() => 1)", "awaitPromise": True},
+            session=session,
+        )
+        png = browser.send(
+            "Page.captureScreenshot",
+            {"format": "png", "captureBeyondViewport": True, "fromSurface": True},
+            session=session,
+            timeout=60,
+        )
         shot.parent.mkdir(parents=True, exist_ok=True)
         shot.write_bytes(base64.b64decode(png["data"]))
         # Let late console messages and failed requests arrive.
-        browser.send("Runtime.evaluate", {"expression": "new Promise(r => setTimeout(() => r(1), 200))",
-                                          "awaitPromise": True}, session=session)
+        browser.send(
+            "Runtime.evaluate",
+            {"expression": "new Promise(r => setTimeout(() => r(1), 200))", "awaitPromise": True},
+            session=session,
+        )
         return report, load_problems(browser.events, session, url)
     finally:
         browser.send("Target.closeTarget", {"targetId": target})
@@ -414,10 +459,14 @@ def load_problems(events: list[dict], session: str, page_url: str) -> list[str]:
             problems.append(f"console.{p['type']}: {args}")
         elif method == "Log.entryAdded" and p["entry"].get("level") == "error":
             entry = p["entry"]
-            problems.append(f"console ({entry.get('source')}): {entry.get('text')} {entry.get('url', '')}".rstrip())
+            problems.append(
+                f"console ({entry.get('source')}): {entry.get('text')} {entry.get('url', '')}".rstrip()
+            )
         elif method == "Network.requestWillBeSent":
             req_url = p["request"]["url"]
-            if urlsplit(req_url).scheme in ("http", "https", "ws", "wss") and not req_url.startswith(origin + "/"):
+            if urlsplit(req_url).scheme in ("http", "https", "ws", "wss") and not req_url.startswith(
+                origin + "/"
+            ):
                 problems.append(f"request to another host: {req_url}")
         elif method == "Network.loadingFailed" and not p.get("canceled"):
             problems.append(f"request failed: {p.get('errorText')} ({p.get('type')})")
@@ -443,7 +492,7 @@ def link_problems(report: dict, page: Path, page_url: str, html_dir: Path, base:
         absolute = urljoin(page_url, href)
         if not absolute.startswith(base):
             continue  # a link to another site: not checked offline
-        path = unquote(urlsplit(absolute).path)[len(urlsplit(base).path):]
+        path = unquote(urlsplit(absolute).path)[len(urlsplit(base).path) :]
         target = html_dir / path
         if path == "" or path.endswith("/"):
             target = target / "index.html"
@@ -468,7 +517,7 @@ def page_problems(browser: Browser, server: LocalServer, html_dir: Path, rel: st
     if report:
         problems += [f"image did not load: {src}" for src in report["brokenImages"]]
         for m in RAW_TEX.finditer(report["text"]):
-            around = report["text"][max(0, m.start() - 40): m.end() + 40].replace("\n", " ")
+            around = report["text"][max(0, m.start() - 40) : m.end() + 40].replace("\n", " ")
             problems.append(f"raw TeX in the text: ...{around}...")
         if report["nMath"] and not report["mathJaxLoaded"]:
             problems.append(f"{report['nMath']} math elements but MathJax did not load")

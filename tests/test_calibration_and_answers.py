@@ -64,7 +64,9 @@ def test_an_unservable_point_is_a_large_miss_and_counted_at_the_solution(meas, f
     assert fitted.unserved == 0  # every measured point is served at the calibrated parameters
     pred = fullmodel.predict_measurements(meas, fitted.params)
     broken = pred.copy()
-    broken.iloc[0, broken.columns.get_loc("pred_output_tok_s")] = 0.0  # a deployment that cannot hold the model
+    broken.iloc[0, broken.columns.get_loc("pred_output_tok_s")] = (
+        0.0  # a deployment that cannot hold the model
+    )
     raw = calibrate.log_residuals(broken, meas)
     assert not np.isfinite(raw[0]) and np.isfinite(raw[1:]).all()
     assert calibrate.residuals(broken, meas)[0] == calibrate.UNSERVED_RESIDUAL
@@ -127,8 +129,9 @@ def test_prior_residuals_by_hand():
 
 def test_the_sourced_prior_is_the_reserve_only():
     facts = parameter_facts()
-    assert calibrate.sourced_priors() == {"memory_reserve_gib": (facts["memory_reserve_gib"].nominal,
-                                                                 facts["memory_reserve_gib"].prior_sd)}
+    assert calibrate.sourced_priors() == {
+        "memory_reserve_gib": (facts["memory_reserve_gib"].nominal, facts["memory_reserve_gib"].prior_sd)
+    }
 
 
 def test_prior_barely_moves_the_full_fit(meas, fitted):
@@ -169,13 +172,15 @@ def test_model_curves_cover_every_deployment(meas, fitted):
 def test_decode_step_breakdown_adds_up(fitted):
     model, gpu = get_model("Llama-3.1-70B"), get_gpu("H100-SXM")
     for tp in (2, 4, 8):
-        parts = fullmodel.decode_step_breakdown(model, gpu, tp, 1, 10000, 1000, get_profile("llm-d-standalone"),
-                                                fitted.params)
+        parts = fullmodel.decode_step_breakdown(
+            model, gpu, tp, 1, 10000, 1000, get_profile("llm-d-standalone"), fitted.params
+        )
         total = sum(v for k, v in parts.items() if k != "step_s")
         assert parts["step_s"] == pytest.approx(total, rel=1e-9)
     assert parts["host_s"] > 0
-    ms = fullmodel.decode_step_breakdown(model, gpu, 8, 1, 10000, 1000, get_profile("llm-d-modelservice"),
-                                         fitted.params)
+    ms = fullmodel.decode_step_breakdown(
+        model, gpu, 8, 1, 10000, 1000, get_profile("llm-d-modelservice"), fitted.params
+    )
     assert ms["host_s"] == 0
 
 
@@ -246,7 +251,11 @@ def test_host_penalty_per_step_follows_the_oversubscription_law(meas, fitted):
     # E x P / C on 4 cores: TP4 -> 2 x 6 / 4 = 3 units, TP8 -> 6 x 10 / 4 = 15 units
     assert ms[4] == pytest.approx(3e3 * fitted.params.host_penalty_s)
     assert ms[8] == pytest.approx(15e3 * fitted.params.host_penalty_s)
-    assert answers.host_penalty_ms(meas, fitted.params, profile="llm-d-modelservice") == {2: 0.0, 4: 0.0, 8: 0.0}
+    assert answers.host_penalty_ms(meas, fitted.params, profile="llm-d-modelservice") == {
+        2: 0.0,
+        4: 0.0,
+        8: 0.0,
+    }
 
 
 def test_cpu_pairs_are_model_free_and_lone_excess_by_hand(meas):
@@ -273,13 +282,22 @@ def test_whole_request_plateau_reads_the_measured_point_as_a_staircase_step(meas
     point = meas[(meas["deployment"] == "TP2 x 1") & (meas["concurrency"] == 32)].iloc[0]
     assert w["measured"] == point["tok_s_per_gpu"]
     assert w["matched"]["peak_running"] in set(steps["peak_running"])
-    direct = stepsim.replay_point(get_model(point["model"]), get_gpu(point["gpu"]), int(point["isl"]),
-                                  int(point["osl"]), fullmodel.layout_of(point), 32, get_profile("llm-d-standalone"),
-                                  params)
+    direct = stepsim.replay_point(
+        get_model(point["model"]),
+        get_gpu(point["gpu"]),
+        int(point["isl"]),
+        int(point["osl"]),
+        fullmodel.layout_of(point),
+        32,
+        get_profile("llm-d-standalone"),
+        params,
+    )
     assert w["calibrated"]["reserve_gib"] == pytest.approx(params.memory_reserve_gib)
     assert w["calibrated"]["peak_running"] == direct.peak_running
     default = answers.whole_request_plateau(meas, params)["table"]["reserve_gib"]
-    assert default.min() < params.memory_reserve_gib < default.max()  # the default grid brackets the calibration
+    assert (
+        default.min() < params.memory_reserve_gib < default.max()
+    )  # the default grid brackets the calibration
     with pytest.raises(ValueError, match="TP2 x 1.*concurrency 3"):
         answers.whole_request_plateau(meas, params, concurrency=3)
 
@@ -317,13 +335,24 @@ def test_fit_and_cross_validation_count_points_the_model_cannot_serve(meas, monk
 
 def test_stale_router_ttft_replays_the_loaded_llm_d_points_behind_each_router(meas, fitted):
     tab = answers.stale_router_ttft(meas, fitted.params, seeds=1)
-    want = meas[meas["mean_ttft_ms"].notna() & (meas["concurrency"] > 1) & (meas["family"] == "disaggregated")]
+    want = meas[
+        meas["mean_ttft_ms"].notna() & (meas["concurrency"] > 1) & (meas["family"] == "disaggregated")
+    ]
     assert list(tab.index) == list(want.index)
     assert (tab["measured_ttft_ms"] == want["mean_ttft_ms"]).all()
     first = want.iloc[0]
-    direct = stepsim.replay_point(get_model(first["model"]), get_gpu(first["gpu"]), int(first["isl"]),
-                                  int(first["osl"]), fullmodel.layout_of(first), int(first["concurrency"]),
-                                  get_profile("llm-d-modelservice"), fitted.params, seeds=1, routing="stale-herd")
+    direct = stepsim.replay_point(
+        get_model(first["model"]),
+        get_gpu(first["gpu"]),
+        int(first["isl"]),
+        int(first["osl"]),
+        fullmodel.layout_of(first),
+        int(first["concurrency"]),
+        get_profile("llm-d-modelservice"),
+        fitted.params,
+        seeds=1,
+        routing="stale-herd",
+    )
     assert tab.iloc[0]["stale_herd_ttft_ms"] == pytest.approx(1e3 * direct.mean_ttft_s)
     direct_stale = stepsim.replay_measurements(want, fitted.params, seeds=1, routing="stale")
     assert (tab["stale_ttft_ms"] == direct_stale["replay_ttft_ms"]).all()
@@ -344,7 +373,9 @@ def test_stale_router_sensitivity_has_one_row_per_router_interval_and_point(meas
     for routing, ms in (("stale", 100.0), ("stale-herd", 50.0)):  # each row is the replay at its own interval
         rows = tab[(tab["router"] == routing) & (tab["refresh_ms"] == ms)]
         direct = stepsim.replay_measurements(pts, fitted.params, seeds=1, routing=routing, refresh_s=ms / 1e3)
-        assert np.allclose(rows["tok_error"].to_numpy(), (direct["replay_output_tok_s"] / pts["output_tok_s"] - 1))
+        assert np.allclose(
+            rows["tok_error"].to_numpy(), (direct["replay_output_tok_s"] / pts["output_tok_s"] - 1)
+        )
     shift = answers.stale_router_throughput_shift(tab, 64)
     assert list(shift["router"]) == ["stale", "stale", "stale-herd", "stale-herd"]
     herd50 = tab[(tab["router"] == "stale-herd") & (tab["refresh_ms"] == 50.0) & (tab["concurrency"] == 64)]
@@ -371,13 +402,21 @@ def test_stale_router_summary_and_opening_burst_share(meas, fitted):
 
 
 def test_stale_router_gap_closed_and_shortest_interval_on_a_small_summary():
-    summ = pd.DataFrame({"router": ["balanced", "stale", "stale", "stale-herd", "stale-herd", "stale-herd"],
-                         "refresh_ms": [np.nan, 50.0, 200.0, 10.0, 50.0, 100.0],
-                         "ttft a @8": [-0.6, -0.5, -0.3, -0.5, -0.25, 0.1]})
+    summ = pd.DataFrame(
+        {
+            "router": ["balanced", "stale", "stale", "stale-herd", "stale-herd", "stale-herd"],
+            "refresh_ms": [np.nan, 50.0, 200.0, 10.0, 50.0, 100.0],
+            "ttft a @8": [-0.6, -0.5, -0.3, -0.5, -0.25, 0.1],
+        }
+    )
     assert answers.stale_router_gap_closed(summ, "stale", 200.0, "ttft a @8") == pytest.approx(0.5)
     assert answers.stale_router_gap_closed(summ, "stale-herd", 100.0, "ttft a @8") == pytest.approx(5 / 6)
-    assert answers.shortest_interval_within(summ, "stale-herd", "ttft a @8", 0.3) == pytest.approx((50.0, -0.25))
-    assert answers.shortest_interval_within(summ, "stale-herd", "ttft a @8", 0.2) == pytest.approx((100.0, 0.1))
+    assert answers.shortest_interval_within(summ, "stale-herd", "ttft a @8", 0.3) == pytest.approx(
+        (50.0, -0.25)
+    )
+    assert answers.shortest_interval_within(summ, "stale-herd", "ttft a @8", 0.2) == pytest.approx(
+        (100.0, 0.1)
+    )
     assert answers.shortest_interval_within(summ, "stale", "ttft a @8", 0.2) is None
     with pytest.raises(ValueError, match="one row for router 'stale' at interval 25"):
         answers.stale_router_gap_closed(summ, "stale", 25.0, "ttft a @8")

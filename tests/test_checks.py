@@ -10,8 +10,21 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from servingmodel import (calibrate, checks, comm, crude, deployment, disagg, fullmodel, kvcache, prefill, queueing,
-                          roofline, stepsim, whatif)
+from servingmodel import (
+    calibrate,
+    checks,
+    comm,
+    crude,
+    deployment,
+    disagg,
+    fullmodel,
+    kvcache,
+    prefill,
+    queueing,
+    roofline,
+    stepsim,
+    whatif,
+)
 from servingmodel.calibrate import calibrated_params
 from servingmodel.fullmodel import Layout
 from servingmodel.specs import SpecError, get_gpu, get_model, get_profile
@@ -22,50 +35,97 @@ KW = dict(bandwidth_efficiency=0.8, compute_efficiency=0.5)
 MS = get_profile("llm-d-modelservice")
 
 
-@pytest.mark.parametrize("call, message", [
-    (lambda: roofline.critical_batch(M, G, -500.0), "context_tokens"),
-    (lambda: roofline.critical_batch(M, G, 0.999 * roofline.critical_context_tokens(M, G)), "beyond max_batch"),
-    (lambda: roofline.decode_step_time_s(M, G, 4, 8, -1e6, **KW), "context_tokens"),
-    (lambda: roofline.decode_step_time_s(M, G, 4, np.nan, 1e4, **KW), "batch"),
-    (lambda: roofline.decode_compute_time_s(M, G, 4, -5, 1e4, 0.5), "batch"),
-    (lambda: roofline.implied_tpot_s(48.0, np.nan, 1000), "TTFT"),
-    (lambda: comm.allreduce_time_s(np.nan, 1e6, G, 1e-5, 0.8), "tp"),
-    (lambda: comm.prefill_comm_time_s(M, G, 4, 10_000, 8192, -1e-5, 0.8), "latency_s"),
-    (lambda: comm.prefill_comm_time_s(M, G, 4, 10_000, 8192, 1e-5, 5.0), "link_efficiency"),
-    (lambda: comm.prefill_comm_time_s(M, G, 4, -10_000, 8192, 1e-5, 0.8), "isl"),
-    (lambda: comm.prefill_comm_time_s(M, G, 4, 10_000, 0, 1e-5, 0.8), "max_num_batched_tokens"),
-    (lambda: prefill.prefill_chunks(10_000, np.nan), "max_num_batched_tokens"),
-    (lambda: prefill.prefill_time_share(8, -1.0, 0.02, 1000), "prefill_s"),
-    (lambda: kvcache.mean_context_tokens(-5, -10), "isl"),
-    (lambda: kvcache.kv_budget_bytes_per_gpu(G, M, 4, 0.9, np.nan), "memory_reserve_bytes"),
-    (lambda: queueing.closed_loop(np.nan, 10, 0.5, lambda b: 0.02 + 0 * b, 1000), "n must be at least 1"),
-    (lambda: queueing.closed_loop(4, 10, -5.0, lambda b: 0.02 + 0 * b, 1000), "prefill_s"),
-    (lambda: queueing.first_wave_delay_s(9, 0.8, 0), "prompts_per_slot"),
-    (lambda: queueing.prefill_contention_s(4, 0.5, 0.0), "service_s"),
-    (lambda: deployment.oversubscription(-8, 4, 2), "tp"),
-    (lambda: deployment.host_penalty_s(8, get_profile("llm-d-standalone"), np.nan, 2), "penalty_per_process_s"),
-    (lambda: deployment.random_routing_throughput(3.9, 2, lambda k: k), "concurrency"),
-    (lambda: deployment.random_routing_occupancy(4, 1.7, lambda k: k), "replicas"),
-    (lambda: disagg.mdc_wait_s(1.0, 1.0, 0), "servers"),
-    (lambda: disagg.pool_capacities(0.0, 1, 0.1, 1, lambda b: 0.02, 1000, 1, 40.0), "prefill_s"),
-    (lambda: Layout("aggregated", tp=4, replicas=1.5), "replicas"),
-    (lambda: fullmodel.predict_aggregated(M, G, 10_000, 1_000, Layout("aggregated", tp=4, replicas=2), 7.5, MS, P),
-     "concurrency"),
-    (lambda: fullmodel.predict_arrays(M, G, P, fullmodel.Features(), concurrency=np.nan, isl=10_000, osl=1_000,
-                                      tp_a=4, count_a=1, gpu_memory_utilization=0.9, cpu_cores=32, host_penalty=1.0,
-                                      random_routing=0.0), "concurrency"),
-    (lambda: fullmodel.predict_arrays(M, G, P, fullmodel.Features(), concurrency=8, isl=10_000, osl=1_000,
-                                      tp_a=4, count_a=1, gpu_memory_utilization=0.9, cpu_cores=4, host_penalty=-1.0,
-                                      random_routing=0.0), "host_penalty"),
-    (lambda: whatif.saturating_concurrency(np.nan, 1), "max_batch"),
-    (lambda: whatif.saturating_concurrency(40.0, -1), "instances"),
-    (lambda: whatif.meets_objective(pd.DataFrame({"fits": [True], "tok_s_per_gpu": [1.0], "ttft_ms": [1.0]}),
-                                    max_ttft_ms=np.nan), "max_ttft_ms"),
-    (lambda: whatif.candidates(M, G, MS, P, isl=10_000, osl=1_000, tps=(3, 6)), "do not divide"),
-    (lambda: crude.fit_alpha([1, 8], [30.0, 200.0], [4, 4], [1, 1], 0.0), "single_user_tok_s"),
-    (lambda: crude.fit_alpha([1, 8], [30.0, np.nan], [4, 4], [1, 1], 35.0), "measured throughput"),
-    (lambda: crude.fit_alpha([1, 10_000], [1.0, 1e6], [1, 1], [1, 1], 1.0), "edge of its search grid"),
-])
+@pytest.mark.parametrize(
+    "call, message",
+    [
+        (lambda: roofline.critical_batch(M, G, -500.0), "context_tokens"),
+        (
+            lambda: roofline.critical_batch(M, G, 0.999 * roofline.critical_context_tokens(M, G)),
+            "beyond max_batch",
+        ),
+        (lambda: roofline.decode_step_time_s(M, G, 4, 8, -1e6, **KW), "context_tokens"),
+        (lambda: roofline.decode_step_time_s(M, G, 4, np.nan, 1e4, **KW), "batch"),
+        (lambda: roofline.decode_compute_time_s(M, G, 4, -5, 1e4, 0.5), "batch"),
+        (lambda: roofline.implied_tpot_s(48.0, np.nan, 1000), "TTFT"),
+        (lambda: comm.allreduce_time_s(np.nan, 1e6, G, 1e-5, 0.8), "tp"),
+        (lambda: comm.prefill_comm_time_s(M, G, 4, 10_000, 8192, -1e-5, 0.8), "latency_s"),
+        (lambda: comm.prefill_comm_time_s(M, G, 4, 10_000, 8192, 1e-5, 5.0), "link_efficiency"),
+        (lambda: comm.prefill_comm_time_s(M, G, 4, -10_000, 8192, 1e-5, 0.8), "isl"),
+        (lambda: comm.prefill_comm_time_s(M, G, 4, 10_000, 0, 1e-5, 0.8), "max_num_batched_tokens"),
+        (lambda: prefill.prefill_chunks(10_000, np.nan), "max_num_batched_tokens"),
+        (lambda: prefill.prefill_time_share(8, -1.0, 0.02, 1000), "prefill_s"),
+        (lambda: kvcache.mean_context_tokens(-5, -10), "isl"),
+        (lambda: kvcache.kv_budget_bytes_per_gpu(G, M, 4, 0.9, np.nan), "memory_reserve_bytes"),
+        (lambda: queueing.closed_loop(np.nan, 10, 0.5, lambda b: 0.02 + 0 * b, 1000), "n must be at least 1"),
+        (lambda: queueing.closed_loop(4, 10, -5.0, lambda b: 0.02 + 0 * b, 1000), "prefill_s"),
+        (lambda: queueing.first_wave_delay_s(9, 0.8, 0), "prompts_per_slot"),
+        (lambda: queueing.prefill_contention_s(4, 0.5, 0.0), "service_s"),
+        (lambda: deployment.oversubscription(-8, 4, 2), "tp"),
+        (
+            lambda: deployment.host_penalty_s(8, get_profile("llm-d-standalone"), np.nan, 2),
+            "penalty_per_process_s",
+        ),
+        (lambda: deployment.random_routing_throughput(3.9, 2, lambda k: k), "concurrency"),
+        (lambda: deployment.random_routing_occupancy(4, 1.7, lambda k: k), "replicas"),
+        (lambda: disagg.mdc_wait_s(1.0, 1.0, 0), "servers"),
+        (lambda: disagg.pool_capacities(0.0, 1, 0.1, 1, lambda b: 0.02, 1000, 1, 40.0), "prefill_s"),
+        (lambda: Layout("aggregated", tp=4, replicas=1.5), "replicas"),
+        (
+            lambda: fullmodel.predict_aggregated(
+                M, G, 10_000, 1_000, Layout("aggregated", tp=4, replicas=2), 7.5, MS, P
+            ),
+            "concurrency",
+        ),
+        (
+            lambda: fullmodel.predict_arrays(
+                M,
+                G,
+                P,
+                fullmodel.Features(),
+                concurrency=np.nan,
+                isl=10_000,
+                osl=1_000,
+                tp_a=4,
+                count_a=1,
+                gpu_memory_utilization=0.9,
+                cpu_cores=32,
+                host_penalty=1.0,
+                random_routing=0.0,
+            ),
+            "concurrency",
+        ),
+        (
+            lambda: fullmodel.predict_arrays(
+                M,
+                G,
+                P,
+                fullmodel.Features(),
+                concurrency=8,
+                isl=10_000,
+                osl=1_000,
+                tp_a=4,
+                count_a=1,
+                gpu_memory_utilization=0.9,
+                cpu_cores=4,
+                host_penalty=-1.0,
+                random_routing=0.0,
+            ),
+            "host_penalty",
+        ),
+        (lambda: whatif.saturating_concurrency(np.nan, 1), "max_batch"),
+        (lambda: whatif.saturating_concurrency(40.0, -1), "instances"),
+        (
+            lambda: whatif.meets_objective(
+                pd.DataFrame({"fits": [True], "tok_s_per_gpu": [1.0], "ttft_ms": [1.0]}), max_ttft_ms=np.nan
+            ),
+            "max_ttft_ms",
+        ),
+        (lambda: whatif.candidates(M, G, MS, P, isl=10_000, osl=1_000, tps=(3, 6)), "do not divide"),
+        (lambda: crude.fit_alpha([1, 8], [30.0, 200.0], [4, 4], [1, 1], 0.0), "single_user_tok_s"),
+        (lambda: crude.fit_alpha([1, 8], [30.0, np.nan], [4, 4], [1, 1], 35.0), "measured throughput"),
+        (lambda: crude.fit_alpha([1, 10_000], [1.0, 1e6], [1, 1], [1, 1], 1.0), "edge of its search grid"),
+    ],
+)
 def test_non_physical_input_is_refused(call, message):
     with pytest.raises(ValueError, match=message):
         call()
@@ -73,7 +133,8 @@ def test_non_physical_input_is_refused(call, message):
 
 def test_engine_refuses_non_physical_step_times():
     good = stepsim.engine_from_instance(
-        fullmodel.make_instance(M, G, 4, 10_000, 1_000, MS, P, fullmodel.Features()), 8192, 1024)
+        fullmodel.make_instance(M, G, 4, 10_000, 1_000, MS, P, fullmodel.Features()), 8192, 1024
+    )
     bad = list(good.decode_step_s)
     bad[1] = -0.01
     with pytest.raises(ValueError, match="decode_step_s must be finite and positive"):
@@ -95,12 +156,21 @@ def test_checks_accept_physical_values_and_name_the_quantity():
         checks.fraction("eta", 0.0)
 
 
-@pytest.mark.parametrize("edit, message", [
-    (lambda t: t.assign(fitted=t["fitted"].where(t["parameter"] != "bandwidth_efficiency", "abc")), "row 2.*not a number"),
-    (lambda t: t.rename(columns={"fitted": "value"}), "no column 'fitted'"),
-    (lambda t: t.assign(fitted=t["fitted"].where(t["parameter"] != "memory_reserve_gib", "50")), "outside its plausible"),
-    (lambda t: pd.concat([t, t.iloc[:1]]), "given twice"),
-])
+@pytest.mark.parametrize(
+    "edit, message",
+    [
+        (
+            lambda t: t.assign(fitted=t["fitted"].where(t["parameter"] != "bandwidth_efficiency", "abc")),
+            "row 2.*not a number",
+        ),
+        (lambda t: t.rename(columns={"fitted": "value"}), "no column 'fitted'"),
+        (
+            lambda t: t.assign(fitted=t["fitted"].where(t["parameter"] != "memory_reserve_gib", "50")),
+            "outside its plausible",
+        ),
+        (lambda t: pd.concat([t, t.iloc[:1]]), "given twice"),
+    ],
+)
 def test_bad_calibrated_file_is_refused(tmp_path, edit, message):
     from servingmodel.paths import DATA_DIR
 

@@ -71,7 +71,9 @@ def test_time_terms_add_up():
     # ring all-reduce by hand: 2 (N - 1) / N x bytes over the achieved link bandwidth; nothing at TP1
     link = GPU.link_bytes_s * 0.8
     np.testing.assert_allclose(terms["bandwidth_s"], [0, 2 * 1 / 2 * 1e6 / link, 2 * 7 / 8 * 1e6 / link])
-    np.testing.assert_allclose(terms["total_s"], comm.allreduce_time_s(np.array([1, 2, 8]), 1e6, GPU, 10e-6, 0.8))
+    np.testing.assert_allclose(
+        terms["total_s"], comm.allreduce_time_s(np.array([1, 2, 8]), 1e6, GPU, 10e-6, 0.8)
+    )
 
 
 def test_crossover_message_has_equal_latency_and_bandwidth_terms():
@@ -83,24 +85,35 @@ def test_crossover_message_has_equal_latency_and_bandwidth_terms():
     assert comm.allreduce_message_bytes(MODEL, 64) < m < comm.allreduce_message_bytes(MODEL, 8192) / 10
 
 
-@pytest.mark.parametrize("call, match", [
-    (lambda: comm.allreduce_time_s(4, 1e6, GPU, -1e-6, 0.8), "latency_s must be non-negative"),
-    (lambda: comm.allreduce_time_s(4, 1e6, GPU, 1e-5, 0.0), "link_efficiency"),
-    (lambda: comm.allreduce_time_s(4, -1.0, GPU, 1e-5, 0.8), "message_bytes must be non-negative"),
-    (lambda: comm.allreduce_message_bytes(MODEL, -1), "tokens must be non-negative"),
-    (lambda: comm.latency_bandwidth_crossover_bytes(0, GPU, 1e-5, 0.8), "tp must be at least 1"),
-    (lambda: comm.latency_bandwidth_crossover_bytes(4, GPU, -1e-5, 0.8), "latency_s must be non-negative"),
-    (lambda: comm.latency_bandwidth_crossover_bytes(4, GPU, 1e-5, 1.5), "link_efficiency"),
-    (lambda: comm.bytes_per_token_allgather_weights(MODEL, 3), "must divide"),
-])
+@pytest.mark.parametrize(
+    "call, match",
+    [
+        (lambda: comm.allreduce_time_s(4, 1e6, GPU, -1e-6, 0.8), "latency_s must be non-negative"),
+        (lambda: comm.allreduce_time_s(4, 1e6, GPU, 1e-5, 0.0), "link_efficiency"),
+        (lambda: comm.allreduce_time_s(4, -1.0, GPU, 1e-5, 0.8), "message_bytes must be non-negative"),
+        (lambda: comm.allreduce_message_bytes(MODEL, -1), "tokens must be non-negative"),
+        (lambda: comm.latency_bandwidth_crossover_bytes(0, GPU, 1e-5, 0.8), "tp must be at least 1"),
+        (
+            lambda: comm.latency_bandwidth_crossover_bytes(4, GPU, -1e-5, 0.8),
+            "latency_s must be non-negative",
+        ),
+        (lambda: comm.latency_bandwidth_crossover_bytes(4, GPU, 1e-5, 1.5), "link_efficiency"),
+        (lambda: comm.bytes_per_token_allgather_weights(MODEL, 3), "must divide"),
+    ],
+)
 def test_bad_inputs_raise_clear_errors(call, match):
     with pytest.raises(ValueError, match=match):
         call()
 
 
 @FEW
-@given(st.sampled_from([1, 2, 4, 8]), st.floats(0, 1e10), st.floats(0, 1e10), st.floats(0, 1e-4),
-       st.floats(0.05, 1.0))
+@given(
+    st.sampled_from([1, 2, 4, 8]),
+    st.floats(0, 1e10),
+    st.floats(0, 1e10),
+    st.floats(0, 1e-4),
+    st.floats(0.05, 1.0),
+)
 def test_allreduce_time_is_non_negative_and_non_decreasing_in_bytes(tp, a, b, lat, eff):
     lo, hi = sorted((a, b))
     t_lo = comm.allreduce_time_s(tp, lo, GPU, lat, eff)
@@ -113,13 +126,15 @@ def test_allreduce_time_is_non_negative_and_non_decreasing_in_bytes(tp, a, b, la
 @given(st.sampled_from([2, 4, 8]), st.integers(1, 4096), st.floats(0, 1e-4))
 def test_latency_per_call_does_not_shrink_with_tp(tp, batch, lat):
     msg = comm.allreduce_message_bytes(MODEL, batch)
-    assert comm.allreduce_time_s(2 * tp if tp < 8 else tp, msg, GPU, lat, 0.8) >= \
-        comm.allreduce_time_s(tp, msg, GPU, lat, 0.8) * (1 - 1e-12)
+    assert comm.allreduce_time_s(2 * tp if tp < 8 else tp, msg, GPU, lat, 0.8) >= comm.allreduce_time_s(
+        tp, msg, GPU, lat, 0.8
+    ) * (1 - 1e-12)
 
 
 @FEW
 @given(st.sampled_from([2, 4, 8]), st.integers(1, 100_000), st.integers(1, 100_000))
 def test_prefill_comm_is_non_decreasing_in_prompt_length(tp, a, b):
     lo, hi = sorted((a, b))
-    assert comm.prefill_comm_time_s(MODEL, GPU, tp, hi, 8192, 1e-5, 0.8) >= \
-        comm.prefill_comm_time_s(MODEL, GPU, tp, lo, 8192, 1e-5, 0.8)
+    assert comm.prefill_comm_time_s(MODEL, GPU, tp, hi, 8192, 1e-5, 0.8) >= comm.prefill_comm_time_s(
+        MODEL, GPU, tp, lo, 8192, 1e-5, 0.8
+    )

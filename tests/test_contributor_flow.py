@@ -38,7 +38,13 @@ SLUG = "90_dummy"
 STEP_TIMEOUT = 900  # seconds for one step (the book build is the slowest)
 
 IGNORED = shutil.ignore_patterns(
-    ".git", ".venv", "_build", ".pytest_cache", ".hypothesis", "__pycache__", "*.egg-info",
+    ".git",
+    ".venv",
+    "_build",
+    ".pytest_cache",
+    ".hypothesis",
+    "__pycache__",
+    "*.egg-info",
     ".ipynb_checkpoints",
 )
 
@@ -54,7 +60,7 @@ def guide_block(text: str) -> list[str]:
     assert start is not None, f"{GUIDE.name}: no ```bash block after the marker comment"
     end = next((i for i in range(start + 1, len(lines)) if lines[i].strip() == "```"), None)
     assert end is not None, f"{GUIDE.name}: the ```bash block is not closed"
-    return lines[start + 1:end]
+    return lines[start + 1 : end]
 
 
 def add_to_toc(toc: Path, entry: str) -> None:
@@ -78,8 +84,13 @@ def copy_repo(dest: Path) -> Path:
 
 def test_guide_block_has_the_documented_steps():
     block = "\n".join(guide_block(GUIDE.read_text(encoding="utf-8")))
-    for step in ("cp book/_template.ipynb book/NN_slug.ipynb", "- file: book/NN_slug",
-                 "make execute NB=book/NN_slug.ipynb", "pytest book/NN_slug.ipynb", "make book"):
+    for step in (
+        "cp book/_template.ipynb book/NN_slug.ipynb",
+        "- file: book/NN_slug",
+        "make execute NB=book/NN_slug.ipynb",
+        "pytest book/NN_slug.ipynb",
+        "make book",
+    ):
         assert step in block, f"the chapter steps in {GUIDE.name} no longer contain {step!r}"
 
 
@@ -129,8 +140,12 @@ def test_new_chapter_from_the_guide(tmp_path):
     assert any(s.startswith("_toc.yml") for s in done), "the guide never told the reader to edit _toc.yml"
     assert any(s.startswith("make book") for s in done), "the guide never built the book"
     assert (repo / "_build" / "html" / "book" / f"{SLUG}.html").is_file(), (
-        f"the book was built but has no page for book/{SLUG}")
+        f"the book was built but has no page for book/{SLUG}"
+    )
     # make execute left the chapter as make test wants it: executed 1..n and normalised.
-    check = subprocess.run([sys.executable, str(repo / "tools" / "normalize_notebooks.py"), "--check",
-                            str(chapter)], capture_output=True, text=True)
+    check = subprocess.run(
+        [sys.executable, str(repo / "tools" / "normalize_notebooks.py"), "--check", str(chapter)],
+        capture_output=True,
+        text=True,
+    )
     assert check.returncode == 0, check.stdout + check.stderr

@@ -45,10 +45,19 @@ def test_scalar_concurrency_gives_scalars():
     assert float(g) == pytest.approx(15.0) and float(u) == pytest.approx(30.0)
 
 
-@pytest.mark.parametrize("kwargs", [
-    dict(concurrency=[0, 1]), dict(tp=0), dict(replicas=0), dict(alpha=0.0), dict(alpha=-1.0),
-    dict(alpha=float("nan")), dict(single_user_tok_s=0.0), dict(single_user_tok_s=float("nan")),
-])
+@pytest.mark.parametrize(
+    "kwargs",
+    [
+        dict(concurrency=[0, 1]),
+        dict(tp=0),
+        dict(replicas=0),
+        dict(alpha=0.0),
+        dict(alpha=-1.0),
+        dict(alpha=float("nan")),
+        dict(single_user_tok_s=0.0),
+        dict(single_user_tok_s=float("nan")),
+    ],
+)
 def test_crude_curve_rejects_bad_inputs(kwargs):
     args = dict(concurrency=C, tp=2, replicas=1, alpha=1.0, single_user_tok_s=30.0) | kwargs
     with pytest.raises(ValueError):
@@ -73,11 +82,14 @@ def test_fit_alpha_is_deterministic_with_noise():
     assert a1 == a2 and a1 == pytest.approx(alpha, rel=0.05)
 
 
-@pytest.mark.parametrize("args", [
-    ([1, 2], [1.0], [2, 2], [1, 1]),  # misaligned
-    ([], [], [], []),  # empty
-    ([1, 2], [1.0, 0.0], [2, 2], [1, 1]),  # non-positive throughput
-])
+@pytest.mark.parametrize(
+    "args",
+    [
+        ([1, 2], [1.0], [2, 2], [1, 1]),  # misaligned
+        ([], [], [], []),  # empty
+        ([1, 2], [1.0, 0.0], [2, 2], [1, 1]),  # non-positive throughput
+    ],
+)
 def test_fit_alpha_rejects_bad_inputs(args):
     with pytest.raises(ValueError):
         crude.fit_alpha(*args, single_user_tok_s=30.0)
@@ -93,8 +105,19 @@ def synthetic_frame(alphas, speeds):
         dep = f"TP{tp} x {rep}" if tp else "2P-TP4 + 2D-TP4"
         for c in C:
             g, u = crude.crude_curve(c, gpus, 1, alphas[fam], speeds[fam])
-            rows.append(dict(deployment=dep, family=fam, kind=kind, num_gpus=gpus, tp=tp, replicas=rep,
-                             concurrency=int(c), tok_s_per_gpu=float(g), tok_s_per_user=float(u)))
+            rows.append(
+                dict(
+                    deployment=dep,
+                    family=fam,
+                    kind=kind,
+                    num_gpus=gpus,
+                    tp=tp,
+                    replicas=rep,
+                    concurrency=int(c),
+                    tok_s_per_gpu=float(g),
+                    tok_s_per_user=float(u),
+                )
+            )
     return pd.DataFrame(rows)
 
 
@@ -115,7 +138,13 @@ def test_predictions_align_with_frame_and_reproduce_it():
     df.index = df.index + 100
     pred = crude.crude_predictions(df, ALPHAS, SPEEDS)
     assert pred.index.equals(df.index)
-    assert list(pred.columns) == ["deployment", "family", "concurrency", "pred_tok_s_per_gpu", "pred_tok_s_per_user"]
+    assert list(pred.columns) == [
+        "deployment",
+        "family",
+        "concurrency",
+        "pred_tok_s_per_gpu",
+        "pred_tok_s_per_user",
+    ]
     np.testing.assert_allclose(pred["pred_tok_s_per_gpu"], df["tok_s_per_gpu"])
     np.testing.assert_allclose(pred["pred_tok_s_per_user"], df["tok_s_per_user"])
 

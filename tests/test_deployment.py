@@ -28,14 +28,19 @@ def test_busy_processes_are_workers_plus_server_and_engine():
 
 def test_host_penalty_by_hand():
     # 4 cores: TP4 has P = 6 busy processes, E = 2 beyond the cores, E x P / C = 3; TP8: 6 x 10 / 4 = 15
-    np.testing.assert_allclose(deployment.host_penalty_s(np.array([2, 4, 8]), STANDALONE, 1e-3, 2), [0, 3e-3, 15e-3])
-    np.testing.assert_allclose(deployment.host_penalty_s(np.array([2, 4, 8]), MODELSERVICE, 1e-3, 2), [0, 0, 0])
+    np.testing.assert_allclose(
+        deployment.host_penalty_s(np.array([2, 4, 8]), STANDALONE, 1e-3, 2), [0, 3e-3, 15e-3]
+    )
+    np.testing.assert_allclose(
+        deployment.host_penalty_s(np.array([2, 4, 8]), MODELSERVICE, 1e-3, 2), [0, 0, 0]
+    )
     np.testing.assert_allclose(deployment.host_penalty_s(8, IDEAL, 1e-3, 2), 0)
 
 
 def test_balanced_throughput_by_hand():
     def tok(n):
         return 10 * np.asarray(n, float) / (1 + 0.1 * np.asarray(n, float))
+
     assert deployment.balanced_throughput(8, 4, tok) == pytest.approx(4 * tok(2))
     assert deployment.balanced_throughput(2, 4, tok) == pytest.approx(2 * tok(1))
 
@@ -60,12 +65,14 @@ def test_one_replica_holds_every_request():
 def test_random_routing_equals_balanced_for_a_linear_instance():
     def tok(n):
         return 30.0 * np.asarray(n, float)
+
     assert deployment.random_routing_throughput(16, 4, tok) == pytest.approx(30.0 * 16)
 
 
 def test_random_routing_leaves_replicas_idle_at_low_load():
     def tok(n):
         return np.minimum(np.asarray(n, float), 2.0) * 40.0  # saturates at two requests
+
     rnd = deployment.random_routing_throughput(8, 4, tok)
     bal = float(deployment.balanced_throughput(8, 4, tok))
     assert rnd < 0.9 * bal
@@ -75,8 +82,9 @@ def test_implied_step_excess_by_hand():
     osl, ttft, tpot = 1000, 0.5, 0.025
     u = per_user_tok_s(ttft, tpot, osl)
     assert deployment.implied_step_excess_s(u, ttft, osl, 0.010) == pytest.approx(0.015)
-    np.testing.assert_allclose(deployment.implied_step_excess_s([u, u], ttft, osl, [0.025, 0.030]), [0, -0.005],
-                               atol=1e-12)
+    np.testing.assert_allclose(
+        deployment.implied_step_excess_s([u, u], ttft, osl, [0.025, 0.030]), [0, -0.005], atol=1e-12
+    )
 
 
 def test_implied_penalty_per_process_by_hand():
@@ -92,16 +100,22 @@ def test_oversubscription_by_hand():
         deployment.oversubscription(8, 0, 2)
 
 
-@pytest.mark.parametrize("call, match", [
-    (lambda: deployment.host_penalty_s(4, STANDALONE, -1e-3, 2), "penalty_per_process_s must be non-negative"),
-    (lambda: deployment.random_routing_occupancy(0, 2, lambda k: k), "at least 1"),
-    (lambda: deployment.random_routing_occupancy(4, 0, lambda k: k), "at least 1"),
-    (lambda: deployment.random_routing_occupancy(4, 2, lambda k: np.zeros_like(k)), "must be positive"),
-    (lambda: deployment.implied_step_excess_s(0.0, 0.5, 1000, 0.01), "must be positive"),
-    (lambda: deployment.implied_step_excess_s(40.0, 30.0, 1000, 0.01), "TTFT is longer"),
-    (lambda: deployment.implied_step_excess_s(40.0, 0.5, 1, 0.01), "osl must be at least 2"),
-    (lambda: deployment.implied_penalty_per_process_s(0.01, 8, 0, 2), "cpu_cores must be positive"),
-])
+@pytest.mark.parametrize(
+    "call, match",
+    [
+        (
+            lambda: deployment.host_penalty_s(4, STANDALONE, -1e-3, 2),
+            "penalty_per_process_s must be non-negative",
+        ),
+        (lambda: deployment.random_routing_occupancy(0, 2, lambda k: k), "at least 1"),
+        (lambda: deployment.random_routing_occupancy(4, 0, lambda k: k), "at least 1"),
+        (lambda: deployment.random_routing_occupancy(4, 2, lambda k: np.zeros_like(k)), "must be positive"),
+        (lambda: deployment.implied_step_excess_s(0.0, 0.5, 1000, 0.01), "must be positive"),
+        (lambda: deployment.implied_step_excess_s(40.0, 30.0, 1000, 0.01), "TTFT is longer"),
+        (lambda: deployment.implied_step_excess_s(40.0, 0.5, 1, 0.01), "osl must be at least 2"),
+        (lambda: deployment.implied_penalty_per_process_s(0.01, 8, 0, 2), "cpu_cores must be positive"),
+    ],
+)
 def test_bad_inputs_raise_clear_errors(call, match):
     with pytest.raises(ValueError, match=match):
         call()
@@ -112,9 +126,11 @@ CONCAVE = st.tuples(st.floats(1.0, 100.0), st.floats(0.0, 2.0), st.floats(0.3, 1
 
 def concave_curve(a, b, power, cap):
     """A concave instance curve through the origin: a n^p / (1 + b n), flattened beyond ``cap`` requests."""
+
     def tok(n):
         m = np.minimum(np.asarray(n, float), cap)
         return a * m**power / (1.0 + b * m)
+
     return tok
 
 
@@ -168,7 +184,9 @@ def test_paired_excess_matches_per_instance_load():
 def test_least_squares_penalty_by_hand_and_refusals():
     assert deployment.least_squares_penalty_s([3e-3, 15e-3], [3.0, 15.0]) == pytest.approx(1e-3)
     # two points off the line: sum(u e) / sum(u^2) = (3 x 2 + 15 x 16) / (9 + 225) ms
-    assert deployment.least_squares_penalty_s([2e-3, 16e-3], [3.0, 15.0]) == pytest.approx((6 + 240) / 234 * 1e-3)
+    assert deployment.least_squares_penalty_s([2e-3, 16e-3], [3.0, 15.0]) == pytest.approx(
+        (6 + 240) / 234 * 1e-3
+    )
     with pytest.raises(ValueError, match="not identified"):
         deployment.least_squares_penalty_s([1e-3], [0.0])
     with pytest.raises(ValueError, match="same shape"):

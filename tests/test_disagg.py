@@ -72,28 +72,63 @@ def test_pool_capacities_by_hand():
 
 
 def test_closed_loop_obeys_littles_law():
-    kw = dict(prefill_s=1.0, p_replicas=2, transfer_s=0.1, links=2, decode_step_s=linear_step(0.02, 0.0005),
-              osl=1001, d_replicas=2, max_batch=40.0)
+    kw = dict(
+        prefill_s=1.0,
+        p_replicas=2,
+        transfer_s=0.1,
+        links=2,
+        decode_step_s=linear_step(0.02, 0.0005),
+        osl=1001,
+        d_replicas=2,
+        max_batch=40.0,
+    )
     for c in (1, 8, 32, 200):
         st_ = disagg.closed_loop_pd(c, **kw)
         assert st_.rate * st_.e2e_s == pytest.approx(c, rel=1e-3)
 
 
 def test_single_request_sees_almost_no_queue():
-    st_ = disagg.closed_loop_pd(1, prefill_s=1.0, p_replicas=1, transfer_s=0.1, links=1,
-                                decode_step_s=linear_step(0.02, 0.0), osl=1001, d_replicas=1, max_batch=40.0)
+    st_ = disagg.closed_loop_pd(
+        1,
+        prefill_s=1.0,
+        p_replicas=1,
+        transfer_s=0.1,
+        links=1,
+        decode_step_s=linear_step(0.02, 0.0),
+        osl=1001,
+        d_replicas=1,
+        max_batch=40.0,
+    )
     assert st_.rate == pytest.approx(1 / (1.0 + 0.1 + 1000 * 0.02), rel=0.01)
     assert st_.tpot_s == pytest.approx(0.02)
 
 
 def test_saturation_at_the_slower_pool():
     step = linear_step(0.02, 0.0005)
-    slow_prefill = disagg.closed_loop_pd(500, prefill_s=1.0, p_replicas=1, transfer_s=0.0, links=1,
-                                         decode_step_s=step, osl=1001, d_replicas=3, max_batch=40.0)
+    slow_prefill = disagg.closed_loop_pd(
+        500,
+        prefill_s=1.0,
+        p_replicas=1,
+        transfer_s=0.0,
+        links=1,
+        decode_step_s=step,
+        osl=1001,
+        d_replicas=3,
+        max_batch=40.0,
+    )
     assert slow_prefill.bottleneck == "prefill"
     assert slow_prefill.rate == pytest.approx(1.0, rel=0.01)
-    slow_decode = disagg.closed_loop_pd(500, prefill_s=0.1, p_replicas=3, transfer_s=0.0, links=1,
-                                        decode_step_s=step, osl=1001, d_replicas=1, max_batch=40.0)
+    slow_decode = disagg.closed_loop_pd(
+        500,
+        prefill_s=0.1,
+        p_replicas=3,
+        transfer_s=0.0,
+        links=1,
+        decode_step_s=step,
+        osl=1001,
+        d_replicas=1,
+        max_batch=40.0,
+    )
     assert slow_decode.bottleneck == "decode"
     assert slow_decode.rate == pytest.approx(slow_decode.decode_capacity)
     assert slow_decode.decode_wait_s > 0
@@ -101,8 +136,17 @@ def test_saturation_at_the_slower_pool():
 
 
 def test_a_slow_network_becomes_the_bottleneck():
-    st_ = disagg.closed_loop_pd(500, prefill_s=1.0, p_replicas=2, transfer_s=6.5, links=2,
-                                decode_step_s=linear_step(0.02, 0.0005), osl=1001, d_replicas=2, max_batch=40.0)
+    st_ = disagg.closed_loop_pd(
+        500,
+        prefill_s=1.0,
+        p_replicas=2,
+        transfer_s=6.5,
+        links=2,
+        decode_step_s=linear_step(0.02, 0.0005),
+        osl=1001,
+        d_replicas=2,
+        max_batch=40.0,
+    )
     assert st_.bottleneck == "transfer"
     assert st_.rate == pytest.approx(2 / 6.5, rel=0.01)
 
@@ -110,7 +154,9 @@ def test_a_slow_network_becomes_the_bottleneck():
 def test_one_tp4_decode_instance_cannot_reach_2420_tok_s():
     inst = fullmodel.make_instance(MODEL, GPU, 4, 10_000, 1000, MS, NOMINAL, Features())
     assert disagg.decode_pool_ceiling_tok_s(inst) < 2420 * 0.7
-    assert disagg.decode_pool_ceiling_tok_s(inst, 3) == pytest.approx(3 * disagg.decode_pool_ceiling_tok_s(inst))
+    assert disagg.decode_pool_ceiling_tok_s(inst, 3) == pytest.approx(
+        3 * disagg.decode_pool_ceiling_tok_s(inst)
+    )
     assert disagg.prefill_pool_ceiling_tok_s(inst) == pytest.approx(1000 / float(inst.prefill_s))
 
 
@@ -152,55 +198,132 @@ def test_fit_reading_recovers_known_parameters():
     df = df[df["family"] == "TP4"].copy()
     # within one TP size the weight-read efficiency and the all-reduce latency both set a fixed cost per
     # step, so the latency stays at its nominal value; the KV-read efficiency grows with the batch instead
-    truth = dataclasses.replace(ModelParams.nominal(), bandwidth_efficiency=0.7, kv_bandwidth_efficiency=0.65,
-                                compute_efficiency=0.6)
+    truth = dataclasses.replace(
+        ModelParams.nominal(), bandwidth_efficiency=0.7, kv_bandwidth_efficiency=0.65, compute_efficiency=0.6
+    )
     synth = fullmodel.predict_measurements(df, truth)
     df["output_tok_s"] = synth["pred_output_tok_s"].to_numpy()
     for col in ("ttft", "tpot"):  # synthetic latencies where the benchmark measured them
         has = df[f"mean_{col}_ms"].notna()
         df.loc[has, f"mean_{col}_ms"] = synth.loc[has, f"pred_{col}_ms"]
-    got = disagg.fit_reading(df, names=("bandwidth_efficiency", "kv_bandwidth_efficiency", "compute_efficiency"))
+    got = disagg.fit_reading(
+        df, names=("bandwidth_efficiency", "kv_bandwidth_efficiency", "compute_efficiency")
+    )
     assert got.bandwidth_efficiency == pytest.approx(0.7, rel=0.02)
     assert got.kv_bandwidth_efficiency == pytest.approx(0.65, rel=0.02)
     assert got.compute_efficiency == pytest.approx(0.6, rel=0.02)
 
 
-@pytest.mark.parametrize("call, match", [
-    (lambda: disagg.transfer_bandwidth_bytes_s("carrier pigeon"), "unknown transfer kind"),
-    (lambda: disagg.kv_transfer_bytes(MODEL, 0), "isl must be at least 1"),
-    (lambda: disagg.kv_transfer_time_s(MODEL, 10_000, 0.0), "transfer_bytes_s must be a positive"),
-    (lambda: disagg.erlang_c(0, 1.0), "servers must be a whole number"),
-    (lambda: disagg.erlang_c(2, -1.0), "offered_load"),
-    (lambda: disagg.mdc_wait_s(-1.0, 1.0, 1), "rate must be"),
-    (lambda: disagg.mdc_wait_s(1.0, 0.0, 1), "service_s must be positive"),
-    (lambda: disagg.decode_rate_per_instance(-1, linear_step(0.02, 0), 1000), "batch must be non-negative"),
-    (lambda: disagg.decode_rate_per_instance(1, linear_step(0.02, 0), 1), "osl must be at least 2"),
-    (lambda: disagg.decode_batch_for_rate(1e6, linear_step(0.02, 0), 1000, 10.0), "exceeds"),
-    (lambda: disagg.decode_batch_for_rate(1.0, linear_step(0.02, 0), 1000, np.inf), "batch_cap"),
-    (lambda: disagg.closed_loop_pd(0, prefill_s=1.0, p_replicas=1, transfer_s=0.1, links=1,
-                                   decode_step_s=linear_step(0.02, 0), osl=1000, d_replicas=1, max_batch=4),
-     "concurrency must be at least 1"),
-    (lambda: disagg.closed_loop_pd(4, prefill_s=1.0, p_replicas=0, transfer_s=0.1, links=1,
-                                   decode_step_s=linear_step(0.02, 0), osl=1000, d_replicas=1, max_batch=4),
-     "p_replicas must be a whole number"),
-    (lambda: disagg.closed_loop_pd(4, prefill_s=0.0, p_replicas=1, transfer_s=0.1, links=1,
-                                   decode_step_s=linear_step(0.02, 0), osl=1000, d_replicas=1, max_batch=4),
-     "prefill_s must be positive"),
-    (lambda: disagg.closed_loop_pd(4, prefill_s=1.0, p_replicas=1, transfer_s=-1.0, links=1,
-                                   decode_step_s=linear_step(0.02, 0), osl=1000, d_replicas=1, max_batch=4),
-     "transfer_s must be non-negative"),
-    (lambda: disagg.closed_loop_pd(4, prefill_s=1.0, p_replicas=1, transfer_s=0.1, links=1,
-                                   decode_step_s=linear_step(0.02, 0), osl=1000, d_replicas=1, max_batch=0),
-     "max_batch must be positive"),
-    (lambda: disagg.decode_pool_ceiling_tok_s(
-        fullmodel.make_instance(MODEL, GPU, 4, 10_000, 1000, MS, NOMINAL, Features(kv_limit=False))),
-     "finite, positive KV batch limit"),
-    (lambda: disagg.predict_disaggregated(MODEL, GPU, 10_000, 1000, Layout("disaggregated", p_tp=4, p_replicas=1,
-                                                                          d_tp=4, d_replicas=1), 0.5, MS, NOMINAL),
-     "concurrency must be at least 1"),
-    (lambda: disagg.fit_reading(pd.DataFrame(), names=("bandwidth_efficiency",)), "no measurements"),
-    (lambda: disagg.fit_reading(load_measurements(), names=("link_efficiency",)), "subset"),
-])
+@pytest.mark.parametrize(
+    "call, match",
+    [
+        (lambda: disagg.transfer_bandwidth_bytes_s("carrier pigeon"), "unknown transfer kind"),
+        (lambda: disagg.kv_transfer_bytes(MODEL, 0), "isl must be at least 1"),
+        (lambda: disagg.kv_transfer_time_s(MODEL, 10_000, 0.0), "transfer_bytes_s must be a positive"),
+        (lambda: disagg.erlang_c(0, 1.0), "servers must be a whole number"),
+        (lambda: disagg.erlang_c(2, -1.0), "offered_load"),
+        (lambda: disagg.mdc_wait_s(-1.0, 1.0, 1), "rate must be"),
+        (lambda: disagg.mdc_wait_s(1.0, 0.0, 1), "service_s must be positive"),
+        (
+            lambda: disagg.decode_rate_per_instance(-1, linear_step(0.02, 0), 1000),
+            "batch must be non-negative",
+        ),
+        (lambda: disagg.decode_rate_per_instance(1, linear_step(0.02, 0), 1), "osl must be at least 2"),
+        (lambda: disagg.decode_batch_for_rate(1e6, linear_step(0.02, 0), 1000, 10.0), "exceeds"),
+        (lambda: disagg.decode_batch_for_rate(1.0, linear_step(0.02, 0), 1000, np.inf), "batch_cap"),
+        (
+            lambda: disagg.closed_loop_pd(
+                0,
+                prefill_s=1.0,
+                p_replicas=1,
+                transfer_s=0.1,
+                links=1,
+                decode_step_s=linear_step(0.02, 0),
+                osl=1000,
+                d_replicas=1,
+                max_batch=4,
+            ),
+            "concurrency must be at least 1",
+        ),
+        (
+            lambda: disagg.closed_loop_pd(
+                4,
+                prefill_s=1.0,
+                p_replicas=0,
+                transfer_s=0.1,
+                links=1,
+                decode_step_s=linear_step(0.02, 0),
+                osl=1000,
+                d_replicas=1,
+                max_batch=4,
+            ),
+            "p_replicas must be a whole number",
+        ),
+        (
+            lambda: disagg.closed_loop_pd(
+                4,
+                prefill_s=0.0,
+                p_replicas=1,
+                transfer_s=0.1,
+                links=1,
+                decode_step_s=linear_step(0.02, 0),
+                osl=1000,
+                d_replicas=1,
+                max_batch=4,
+            ),
+            "prefill_s must be positive",
+        ),
+        (
+            lambda: disagg.closed_loop_pd(
+                4,
+                prefill_s=1.0,
+                p_replicas=1,
+                transfer_s=-1.0,
+                links=1,
+                decode_step_s=linear_step(0.02, 0),
+                osl=1000,
+                d_replicas=1,
+                max_batch=4,
+            ),
+            "transfer_s must be non-negative",
+        ),
+        (
+            lambda: disagg.closed_loop_pd(
+                4,
+                prefill_s=1.0,
+                p_replicas=1,
+                transfer_s=0.1,
+                links=1,
+                decode_step_s=linear_step(0.02, 0),
+                osl=1000,
+                d_replicas=1,
+                max_batch=0,
+            ),
+            "max_batch must be positive",
+        ),
+        (
+            lambda: disagg.decode_pool_ceiling_tok_s(
+                fullmodel.make_instance(MODEL, GPU, 4, 10_000, 1000, MS, NOMINAL, Features(kv_limit=False))
+            ),
+            "finite, positive KV batch limit",
+        ),
+        (
+            lambda: disagg.predict_disaggregated(
+                MODEL,
+                GPU,
+                10_000,
+                1000,
+                Layout("disaggregated", p_tp=4, p_replicas=1, d_tp=4, d_replicas=1),
+                0.5,
+                MS,
+                NOMINAL,
+            ),
+            "concurrency must be at least 1",
+        ),
+        (lambda: disagg.fit_reading(pd.DataFrame(), names=("bandwidth_efficiency",)), "no measurements"),
+        (lambda: disagg.fit_reading(load_measurements(), names=("link_efficiency",)), "subset"),
+    ],
+)
 def test_bad_inputs_raise_clear_errors(call, match):
     with pytest.raises(ValueError, match=match):
         call()
@@ -215,20 +338,40 @@ def test_ttft_is_at_least_the_prefill_compute_time(lay, c, bw, deploy):
     p_tp, p_r, d_tp, d_r = lay
     layout = Layout("disaggregated", p_tp=p_tp, p_replicas=p_r, d_tp=d_tp, d_replicas=d_r)
     feats = Features(deployment=deploy)
-    p = disagg.predict_disaggregated(MODEL, GPU, 10_000, 1000, layout, c, MS, NOMINAL, feats, transfer_bytes_s=bw)
+    p = disagg.predict_disaggregated(
+        MODEL, GPU, 10_000, 1000, layout, c, MS, NOMINAL, feats, transfer_bytes_s=bw
+    )
     floor = prefill.prefill_compute_time_s(MODEL, GPU, p_tp, 10_000, NOMINAL.compute_efficiency)
     assert p.ttft_s >= floor
     assert p.ttft_s >= floor + disagg.kv_transfer_time_s(MODEL, 10_000, bw)
 
 
 @FEW
-@given(st.floats(1, 2000), st.floats(0.05, 5.0), st.integers(1, 4), st.floats(0.0, 10.0), st.integers(1, 4),
-       st.floats(1e-3, 0.05), st.floats(0.0, 2e-3), st.floats(0.5, 200.0), st.integers(2, 3000))
+@given(
+    st.floats(1, 2000),
+    st.floats(0.05, 5.0),
+    st.integers(1, 4),
+    st.floats(0.0, 10.0),
+    st.integers(1, 4),
+    st.floats(1e-3, 0.05),
+    st.floats(0.0, 2e-3),
+    st.floats(0.5, 200.0),
+    st.integers(2, 3000),
+)
 def test_pd_throughput_never_exceeds_the_slower_pool(c, t_pf, p_r, t_x, d_r, t0, k, bmax, osl):
     step = linear_step(t0, k)
     links = min(p_r, d_r)
-    st_ = disagg.closed_loop_pd(c, prefill_s=t_pf, p_replicas=p_r, transfer_s=t_x, links=links, decode_step_s=step,
-                                osl=osl, d_replicas=d_r, max_batch=bmax)
+    st_ = disagg.closed_loop_pd(
+        c,
+        prefill_s=t_pf,
+        p_replicas=p_r,
+        transfer_s=t_x,
+        links=links,
+        decode_step_s=step,
+        osl=osl,
+        d_replicas=d_r,
+        max_batch=bmax,
+    )
     caps = disagg.pool_capacities(t_pf, p_r, t_x, links, step, osl, d_r, bmax)
     assert 0 < st_.rate <= min(caps.values()) * (1 + 1e-9)
     assert st_.ttft_s >= t_pf + t_x
@@ -240,8 +383,12 @@ def test_a_lone_user_on_unequal_pods_gets_the_harmonic_mean_speed():
     OSL over the mean request time, and the latencies are plain per-request means (not throughput-weighted)."""
     lay = Layout("disaggregated", p_tp=4, p_replicas=2, d_tp=8, d_replicas=1)
     mixed = fullmodel.predict_aggregated(MODEL, GPU, 10_000, 1000, lay, 1, MS, NOMINAL)
-    one = {tp: fullmodel.predict_aggregated(MODEL, GPU, 10_000, 1000, Layout("aggregated", tp=tp, replicas=1), 1,
-                                            MS, NOMINAL) for tp in (4, 8)}
+    one = {
+        tp: fullmodel.predict_aggregated(
+            MODEL, GPU, 10_000, 1000, Layout("aggregated", tp=tp, replicas=1), 1, MS, NOMINAL
+        )
+        for tp in (4, 8)
+    }
     assert one[8].tok_s_per_user > 1.2 * one[4].tok_s_per_user  # unequal enough to tell the means apart
     assert mixed.tok_s_per_user == pytest.approx(3 / (2 / one[4].tok_s_per_user + 1 / one[8].tok_s_per_user))
     assert mixed.ttft_s == pytest.approx((2 * one[4].ttft_s + one[8].ttft_s) / 3)
@@ -253,6 +400,8 @@ def test_beyond_saturation_more_users_never_lower_pd_throughput(p_r, d_r):
     """Queued requests keep the pools busy until they start, so only those in service drain slowly at the
     end of a run: throughput must not fall as the concurrency (and the queue) grows."""
     lay = Layout("disaggregated", p_tp=4, p_replicas=p_r, d_tp=4, d_replicas=d_r)
-    tok = [disagg.predict_disaggregated(MODEL, GPU, 10_000, 1000, lay, c, MS, NOMINAL).output_tok_s
-           for c in (32, 64, 128, 256, 1024, 8192)]
+    tok = [
+        disagg.predict_disaggregated(MODEL, GPU, 10_000, 1000, lay, c, MS, NOMINAL).output_tok_s
+        for c in (32, 64, 128, 256, 1024, 8192)
+    ]
     assert all(b >= a * (1 - 1e-9) for a, b in zip(tok, tok[1:]))

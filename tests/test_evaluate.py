@@ -14,9 +14,17 @@ def test_relative_errors_signed():
     np.testing.assert_allclose(ev.relative_errors([11, 9, 5], [10, 10, 5]), [0.1, -0.1, 0.0])
 
 
-@pytest.mark.parametrize("pred, meas", [
-    ([1, 2], [1]), ([], []), ([1.0], [0.0]), ([1.0], [-2.0]), ([np.nan], [1.0]), ([1.0], [np.inf]),
-])
+@pytest.mark.parametrize(
+    "pred, meas",
+    [
+        ([1, 2], [1]),
+        ([], []),
+        ([1.0], [0.0]),
+        ([1.0], [-2.0]),
+        ([np.nan], [1.0]),
+        ([1.0], [np.inf]),
+    ],
+)
 def test_relative_errors_rejects_bad_inputs(pred, meas):
     with pytest.raises(ValueError):
         ev.relative_errors(pred, meas)
@@ -31,13 +39,16 @@ def test_abs_error_stats_median_and_p90():
 
 
 def frame():
-    return pd.DataFrame({
-        "deployment": ["a", "a", "b", "b"],
-        "family": ["TP4", "TP4", "TP2", "TP2"],
-        "concurrency": [1, 8, 1, 8],
-        "tok_s_per_gpu": [10.0, 20.0, 10.0, 40.0],
-        "tok_s_per_user": [40.0, 10.0, 20.0, 10.0],
-    }, index=[7, 8, 9, 10])
+    return pd.DataFrame(
+        {
+            "deployment": ["a", "a", "b", "b"],
+            "family": ["TP4", "TP4", "TP2", "TP2"],
+            "concurrency": [1, 8, 1, 8],
+            "tok_s_per_gpu": [10.0, 20.0, 10.0, 40.0],
+            "tok_s_per_user": [40.0, 10.0, 20.0, 10.0],
+        },
+        index=[7, 8, 9, 10],
+    )
 
 
 def pred_scaled(df, factors):

@@ -48,7 +48,9 @@ def test_negative_reserve_is_refused():
 
 @pytest.mark.parametrize("tp, kv_per_token", [(2, 163_840), (4, 81_920), (8, 40_960)])
 def test_capacity_tokens_is_budget_over_kv_bytes_per_gpu(tp, kv_per_token):
-    assert kvcache.kv_capacity_tokens(GPU, MODEL, tp, 0.95, RESERVE) == pytest.approx(budget(tp, 0.95) / kv_per_token)
+    assert kvcache.kv_capacity_tokens(GPU, MODEL, tp, 0.95, RESERVE) == pytest.approx(
+        budget(tp, 0.95) / kv_per_token
+    )
 
 
 def test_capacity_is_zero_not_negative_when_nothing_is_left():
@@ -78,7 +80,9 @@ def test_check_deployment_fits_returns_the_capacity():
 
 
 def test_weights_that_do_not_fit_raise_with_the_numbers():
-    with pytest.raises(kvcache.InsufficientMemoryError, match=r"does not fit on H100-SXM: weights need 131\.4 GiB"):
+    with pytest.raises(
+        kvcache.InsufficientMemoryError, match=r"does not fit on H100-SXM: weights need 131\.4 GiB"
+    ):
         kvcache.check_deployment_fits(GPU, MODEL, 1, 10_000, 1000, 0.9, RESERVE)
 
 
@@ -89,7 +93,9 @@ def test_small_memory_raises_insufficient_memory():
 
 
 def test_tp2_at_default_utilisation_cannot_hold_one_request():
-    with pytest.raises(kvcache.InsufficientMemoryError, match=r"fewer than one request of 11000 tokens") as info:
+    with pytest.raises(
+        kvcache.InsufficientMemoryError, match=r"fewer than one request of 11000 tokens"
+    ) as info:
         kvcache.check_deployment_fits(GPU, MODEL, 2, 10_000, 1000, 0.9, RESERVE)
     assert isinstance(info.value, ValueError)
 
@@ -105,19 +111,25 @@ def test_derived_alpha_is_batch_over_tp():
 
 # --- properties -----------------------------------------------------------
 
+
 @FEW
 @given(i=st.integers(0, 5), util=st.floats(0.5, 1.0), reserve_gib=st.floats(0, 8))
 def test_capacity_never_decreases_with_tp(i, util, reserve_gib):
     tps = [1, 2, 4, 8, 16, 32, 64]
-    lo, hi = (kvcache.kv_capacity_tokens(GPU, MODEL, t, util, reserve_gib * GIB) for t in tps[i:i + 2])
+    lo, hi = (kvcache.kv_capacity_tokens(GPU, MODEL, t, util, reserve_gib * GIB) for t in tps[i : i + 2])
     assert hi >= lo
 
 
 @FEW
-@given(tp=st.sampled_from([1, 2, 4, 8]), mem_gib=st.floats(16, 200), extra_gib=st.floats(0, 100),
-       util=st.floats(0.5, 1.0))
+@given(
+    tp=st.sampled_from([1, 2, 4, 8]),
+    mem_gib=st.floats(16, 200),
+    extra_gib=st.floats(0, 100),
+    util=st.floats(0.5, 1.0),
+)
 def test_capacity_never_decreases_with_memory(tp, mem_gib, extra_gib, util):
     a = dataclasses.replace(GPU, memory_bytes=mem_gib * GIB)
     b = dataclasses.replace(GPU, memory_bytes=(mem_gib + extra_gib) * GIB)
-    assert kvcache.kv_capacity_tokens(b, MODEL, tp, util, RESERVE) >= \
-        kvcache.kv_capacity_tokens(a, MODEL, tp, util, RESERVE)
+    assert kvcache.kv_capacity_tokens(b, MODEL, tp, util, RESERVE) >= kvcache.kv_capacity_tokens(
+        a, MODEL, tp, util, RESERVE
+    )

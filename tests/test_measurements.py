@@ -45,7 +45,11 @@ def test_real_file_has_114_points_in_19_deployments():
     assert len(df) == 114
     assert df["deployment"].nunique() == 19
     assert df.groupby("family")["deployment"].nunique().to_dict() == {
-        "TP2": 8, "TP4": 4, "TP8": 2, "disaggregated": 5}
+        "TP2": 8,
+        "TP4": 4,
+        "TP8": 2,
+        "disaggregated": 5,
+    }
     assert (df.groupby("deployment").size() == 6).all()
 
 
@@ -57,7 +61,9 @@ def test_unchanged_copy_loads_identically(tmp_path):
 def test_deployment_order_is_tp2_tp4_tp8_then_disaggregated():
     order = deployment_order(load_measurements())
     assert order[:14] == [f"TP2 x {n}" for n in range(1, 9)] + [f"TP4 x {n}" for n in range(1, 5)] + [
-        "TP8 x 1", "TP8 x 2"]
+        "TP8 x 1",
+        "TP8 x 2",
+    ]
     assert len(order) == 19 and all("P-TP" in d for d in order[14:])
 
 
@@ -151,11 +157,22 @@ def test_header_only_file(tmp_path):
 
 def test_bend_concurrency_and_table_by_hand():
     rows = []
-    for dep, fam, reps, ys in (("TP4 x 1", "TP4", 1, [10, 50, 95, 100]), ("TP4 x 2", "TP4", 2, [10, 20, 91, 100]),
-                               ("TP4 x 3", "TP4", 3, [10, 95, 99, 100])):
+    for dep, fam, reps, ys in (
+        ("TP4 x 1", "TP4", 1, [10, 50, 95, 100]),
+        ("TP4 x 2", "TP4", 2, [10, 20, 91, 100]),
+        ("TP4 x 3", "TP4", 3, [10, 95, 99, 100]),
+    ):
         for c, y in zip((1, 8, 32, 64), ys):
-            rows.append({"deployment": dep, "family": fam, "kind": "aggregated", "replicas": reps, "concurrency": c,
-                         "tok_s_per_gpu": float(y)})
+            rows.append(
+                {
+                    "deployment": dep,
+                    "family": fam,
+                    "kind": "aggregated",
+                    "replicas": reps,
+                    "concurrency": c,
+                    "tok_s_per_gpu": float(y),
+                }
+            )
     df = pd.DataFrame(rows)
     assert measurements.bend_concurrency(df, "TP4 x 1") == 32  # 95 >= 0.9 x 100
     assert measurements.bend_concurrency(df, "TP4 x 1", share=0.5) == 8
@@ -170,8 +187,13 @@ def test_bend_concurrency_and_table_by_hand():
 
 
 def test_spread_between_by_hand():
-    df = pd.DataFrame({"deployment": ["a", "b", "a", "b", "a"], "concurrency": [1, 1, 8, 8, 64],
-                       "output_tok_s": [10.0, 12.0, 100.0, 90.0, 500.0]})
+    df = pd.DataFrame(
+        {
+            "deployment": ["a", "b", "a", "b", "a"],
+            "concurrency": [1, 1, 8, 8, 64],
+            "output_tok_s": [10.0, 12.0, 100.0, 90.0, 500.0],
+        }
+    )
     s = measurements.spread_between(df, ["a", "b"])
     assert list(s.index) == [1, 8]  # 64 has only one of them
     assert s.loc[1] == pytest.approx(0.2) and s.loc[8] == pytest.approx(100 / 90 - 1)

@@ -71,7 +71,7 @@ def scale_csv_field(path: Path, key: dict[str, str], field: str, factor: float) 
     row[header.index(field)] = new
     out = io.StringIO()
     csv.writer(out, lineterminator="").writerow(row)
-    ending = lines[i][len(lines[i].rstrip("\r\n")):]
+    ending = lines[i][len(lines[i].rstrip("\r\n")) :]
     lines[i] = out.getvalue() + ending
     path.write_text("".join(lines), encoding="utf-8")
     return old, new
@@ -81,8 +81,11 @@ def make_copy(dest: Path) -> Path:
     for name in COPIED:
         src = ROOT / name
         if src.is_dir():
-            shutil.copytree(src, dest / name, ignore=shutil.ignore_patterns(
-                "__pycache__", "*.egg-info", ".ipynb_checkpoints"))
+            shutil.copytree(
+                src,
+                dest / name,
+                ignore=shutil.ignore_patterns("__pycache__", "*.egg-info", ".ipynb_checkpoints"),
+            )
         elif src.exists():
             shutil.copy2(src, dest / name)
     return dest
@@ -91,7 +94,8 @@ def make_copy(dest: Path) -> Path:
 def copy_env(copy: Path) -> dict[str, str]:
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join(
-        [str(copy / "src")] + ([env["PYTHONPATH"]] if env.get("PYTHONPATH") else []))
+        [str(copy / "src")] + ([env["PYTHONPATH"]] if env.get("PYTHONPATH") else [])
+    )
     env.pop("PYTEST_ADDOPTS", None)
     return env
 
@@ -100,10 +104,23 @@ def run_nbval(copy: Path) -> tuple[int, dict[int, str], str]:
     """nbval on the copied chapter: (exit code, {code cell number: failure text}, log)."""
     report = copy / "nbval-report.xml"
     proc = subprocess.run(
-        [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "--color=no",
-         "--nbval", "--nbval-current-env", f"--junitxml={report}",
-         str(copy / CHAPTER)],
-        cwd=copy, env=copy_env(copy), capture_output=True, text=True, timeout=NBVAL_TIMEOUT,
+        [
+            sys.executable,
+            "-m",
+            "pytest",
+            "-p",
+            "no:cacheprovider",
+            "--color=no",
+            "--nbval",
+            "--nbval-current-env",
+            f"--junitxml={report}",
+            str(copy / CHAPTER),
+        ],
+        cwd=copy,
+        env=copy_env(copy),
+        capture_output=True,
+        text=True,
+        timeout=NBVAL_TIMEOUT,
     )
     log = proc.stdout + proc.stderr
     failures = {}
@@ -129,17 +146,23 @@ def chapter_ready():
     sources = code_cell_sources(ROOT / CHAPTER)
     assert any("figure_summary(" in s for s in sources), (
         f"{CHAPTER} has no cell calling figure_summary(fig): every figure cell must be "
-        "followed by a remove-cell tagged cell that calls it")
+        "followed by a remove-cell tagged cell that calls it"
+    )
 
 
 def test_copy_imports_its_own_package(chapter_ready, tmp_path):
     copy = make_copy(tmp_path)
     out = subprocess.run(
         [sys.executable, "-c", "import servingmodel; print(servingmodel.__file__)"],
-        cwd=copy / "book", env=copy_env(copy), capture_output=True, text=True, check=True,
+        cwd=copy / "book",
+        env=copy_env(copy),
+        capture_output=True,
+        text=True,
+        check=True,
     ).stdout.strip()
     assert Path(out).resolve().is_relative_to(copy.resolve()), (
-        f"with PYTHONPATH={copy / 'src'} the kernel would import servingmodel from {out}")
+        f"with PYTHONPATH={copy / 'src'} the kernel would import servingmodel from {out}"
+    )
 
 
 def test_unperturbed_copy_passes(chapter_ready, tmp_path):
@@ -154,14 +177,15 @@ def test_perturbed_input_fails_in_figure_summary_cell(chapter_ready, tmp_path):
     assert old != new
     code, failures, log = run_nbval(copy)
     assert code != 0, (
-        f"nbval passed although {PERTURB_CSV} {PERTURB_ROW} {PERTURB_FIELD} went "
-        f"{old} -> {new}:\n{log}")
+        f"nbval passed although {PERTURB_CSV} {PERTURB_ROW} {PERTURB_FIELD} went {old} -> {new}:\n{log}"
+    )
     sources = code_cell_sources(copy / CHAPTER)
     crashed = {n: t for n, t in failures.items() if "Cell outputs differ" not in t}
     assert not crashed, (
-        "the perturbation made cells raise instead of changing their output: "
-        f"{sorted(crashed)}\n{log}")
+        f"the perturbation made cells raise instead of changing their output: {sorted(crashed)}\n{log}"
+    )
     in_summary = [n for n in failures if "figure_summary(" in sources[n]]
     assert in_summary, (
         f"nbval failed only in cells {sorted(failures)}, none of which calls figure_summary; "
-        f"the figure change itself went unnoticed:\n{log}")
+        f"the figure change itself went unnoticed:\n{log}"
+    )

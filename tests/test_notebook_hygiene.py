@@ -33,9 +33,13 @@ TEMPLATE = ROOT / "book" / "_template.ipynb"
 
 
 def code_cells(nb: dict) -> list[tuple[int, dict]]:
-    return [(i, c) for i, c in enumerate(nb["cells"])
-            if c["cell_type"] == "code" and "".join(c["source"]).strip()
-            and "skip-execution" not in c.get("metadata", {}).get("tags", [])]
+    return [
+        (i, c)
+        for i, c in enumerate(nb["cells"])
+        if c["cell_type"] == "code"
+        and "".join(c["source"]).strip()
+        and "skip-execution" not in c.get("metadata", {}).get("tags", [])
+    ]
 
 
 def load(path: Path) -> dict:
@@ -49,10 +53,14 @@ def test_there_are_notebooks():
 def test_normaliser_check_passes_on_every_notebook():
     proc = subprocess.run(
         [sys.executable, str(ROOT / "tools" / "normalize_notebooks.py"), "--check", *map(str, NOTEBOOKS)],
-        capture_output=True, text=True,
+        capture_output=True,
+        text=True,
     )
     assert proc.returncode == 0, (
-        "tools/normalize_notebooks.py --check failed (run `make execute NB=...`):\n" + proc.stdout + proc.stderr)
+        "tools/normalize_notebooks.py --check failed (run `make execute NB=...`):\n"
+        + proc.stdout
+        + proc.stderr
+    )
 
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
@@ -64,7 +72,8 @@ def test_execution_counts_run_one_to_n(path):
         return
     assert counts == list(range(1, len(counts) + 1)), (
         f"{path.name}: execution counts {counts} are not 1..{len(counts)}; "
-        f"run `make execute NB=book/{path.name}`")
+        f"run `make execute NB=book/{path.name}`"
+    )
 
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
@@ -88,10 +97,12 @@ def test_normaliser_merges_split_streams_only():
         import normalize_notebooks
     finally:
         sys.path.pop(0)
-    outs = [{"output_type": "stream", "name": "stdout", "text": ["a\n", "b"]},
-            {"output_type": "stream", "name": "stdout", "text": "\n"},
-            {"output_type": "stream", "name": "stderr", "text": "warn\n"},
-            {"output_type": "stream", "name": "stdout", "text": "c\n"}]
+    outs = [
+        {"output_type": "stream", "name": "stdout", "text": ["a\n", "b"]},
+        {"output_type": "stream", "name": "stdout", "text": "\n"},
+        {"output_type": "stream", "name": "stderr", "text": "warn\n"},
+        {"output_type": "stream", "name": "stdout", "text": "c\n"},
+    ]
     merged = normalize_notebooks._coalesce_streams([dict(o) for o in outs])
     assert [o["name"] for o in merged] == ["stdout", "stderr", "stdout"]
     assert "".join(merged[0]["text"]) == "a\nb\n"

@@ -67,7 +67,9 @@ def test_deployment_style_solid_aggregated_dashed_disaggregated_distinct_colours
 
 
 def test_family_markers_differ():
-    markers = {plotting.deployment_style(d)["marker"] for d in ("TP2 x 1", "TP4 x 1", "TP8 x 1", "1P-TP4 + 3D-TP4")}
+    markers = {
+        plotting.deployment_style(d)["marker"] for d in ("TP2 x 1", "TP4 x 1", "TP8 x 1", "1P-TP4 + 3D-TP4")
+    }
     assert len(markers) == 4
 
 
@@ -81,8 +83,14 @@ def test_tradeoff_panels_one_labelled_panel_per_frame(capsys):
 
     from servingmodel import plotting
 
-    f = pd.DataFrame({"deployment": ["TP4 x 1"] * 2, "concurrency": [1, 8], "tok_s_per_user": [40.0, 30.0],
-                      "tok_s_per_gpu": [10.0, 60.0]})
+    f = pd.DataFrame(
+        {
+            "deployment": ["TP4 x 1"] * 2,
+            "concurrency": [1, 8],
+            "tok_s_per_user": [40.0, 30.0],
+            "tok_s_per_gpu": [10.0, 60.0],
+        }
+    )
     fig = plotting.tradeoff_panels([f, f.assign(tok_s_per_gpu=[20.0, 90.0])], ["H100", "H200"])
     assert len(fig.axes) == 2
     assert [t.get_text() for ax in fig.axes for t in ax.texts] == ["H100", "H200"]
@@ -91,7 +99,9 @@ def test_tradeoff_panels_one_labelled_panel_per_frame(capsys):
 
 
 def test_ttft_timeline_draws_requests_in_order_and_each_reference(capsys):
-    fig = plotting.ttft_timeline("TP4 x 1", [2.0, 0.0, 1.0], [0.3, 0.1, 0.2], {"lone prefill": 0.1, "measured": 0.4})
+    fig = plotting.ttft_timeline(
+        "TP4 x 1", [2.0, 0.0, 1.0], [0.3, 0.1, 0.2], {"lone prefill": 0.1, "measured": 0.4}
+    )
     plotting.figure_summary(fig)
     out = capsys.readouterr().out
     assert "line TP4 x 1, replayed requests: (0,0.1) (1,0.2) (2,0.3)" in out
@@ -106,13 +116,22 @@ def test_ttft_timeline_draws_requests_in_order_and_each_reference(capsys):
 def test_ttft_models_vs_measured_one_series_per_model_and_family(capsys):
     import pandas as pd
 
-    meas = pd.DataFrame({"deployment": ["TP4 x 1", "1P-TP8 + 1D-TP8"], "family": ["TP4", "disaggregated"],
-                         "mean_ttft_ms": [1000.0, 2000.0]})
+    meas = pd.DataFrame(
+        {
+            "deployment": ["TP4 x 1", "1P-TP8 + 1D-TP8"],
+            "family": ["TP4", "disaggregated"],
+            "mean_ttft_ms": [1000.0, 2000.0],
+        }
+    )
     fig = plotting.ttft_models_vs_measured(meas, {"mean field": [900.0, 1500.0], "replay": [1100.0, 1900.0]})
     plotting.figure_summary(fig)
     out = capsys.readouterr().out
-    for label, pt in (("mean field, TP4", "(1,0.9)"), ("mean field, disaggregated", "(2,1.5)"),
-                      ("replay, TP4", "(1,1.1)"), ("replay, disaggregated", "(2,1.9)")):
+    for label, pt in (
+        ("mean field, TP4", "(1,0.9)"),
+        ("mean field, disaggregated", "(2,1.5)"),
+        ("replay, TP4", "(1,1.1)"),
+        ("replay, disaggregated", "(2,1.9)"),
+    ):
         assert f"line {label}: {pt}" in out
     assert "[log]" in out and "measured time to first token (s)" in out
     plt.close("all")
@@ -136,12 +155,15 @@ def test_roles_fix_the_style_and_draw_records_the_data(capsys):
     assert "line TP4 x 1 measured: (1,3) (2,4)" in out and "points cloud: (1,1) (2,1)" in out
 
 
-@pytest.mark.parametrize("call, message", [
-    (lambda ax: plotting.draw(ax, [1], [1], "a", role="dashed"), "unknown role"),
-    (lambda ax: plotting.reference(ax, 1.0, "a", axis="z"), "axis must be"),
-    (lambda ax: plotting.finish(ax, xlabel="", ylabel="", legend="left"), "legend must be"),
-    (lambda ax: plotting.series_color(-1), "non-negative"),
-])
+@pytest.mark.parametrize(
+    "call, message",
+    [
+        (lambda ax: plotting.draw(ax, [1], [1], "a", role="dashed"), "unknown role"),
+        (lambda ax: plotting.reference(ax, 1.0, "a", axis="z"), "axis must be"),
+        (lambda ax: plotting.finish(ax, xlabel="", ylabel="", legend="left"), "legend must be"),
+        (lambda ax: plotting.series_color(-1), "non-negative"),
+    ],
+)
 def test_plotting_helpers_refuse_unknown_options(call, message):
     fig, ax = plotting.new_figure()
     with pytest.raises(ValueError, match=message):

@@ -23,7 +23,9 @@ def test_prefill_flops_by_hand():
     linear = 2.0 * (70.55e9 - 128256 * 8192)
     assert linear_flops_per_token(MODEL) == pytest.approx(linear)
     assert prefill.prefill_flops(MODEL, 10_000) == pytest.approx(linear * 1e4 + ATTN * 1e8)
-    assert prefill.prefill_flops(MODEL, 10_000) == pytest.approx(1.52e15, rel=0.01)  # the brief's "about 1.5e15"
+    assert prefill.prefill_flops(MODEL, 10_000) == pytest.approx(
+        1.52e15, rel=0.01
+    )  # the brief's "about 1.5e15"
 
 
 def test_decode_flops_by_hand():
@@ -49,11 +51,14 @@ def test_prefill_compute_time_scales_with_tp_and_efficiency():
 def test_implied_efficiency_inverts_the_compute_time():
     t = prefill.prefill_compute_time_s(MODEL, GPU, 4, 10_000, 0.63)
     assert prefill.implied_compute_efficiency(MODEL, GPU, 4, 10_000, t) == pytest.approx(0.63)
-    np.testing.assert_allclose(prefill.implied_compute_efficiency(MODEL, GPU, [4, 8], 10_000, [t, t / 2]),
-                               [0.63, 0.63])
+    np.testing.assert_allclose(
+        prefill.implied_compute_efficiency(MODEL, GPU, [4, 8], 10_000, [t, t / 2]), [0.63, 0.63]
+    )
 
 
-@pytest.mark.parametrize("isl, budget, chunks", [(10_000, 8192, 2), (8192, 8192, 1), (1, 8192, 1), (16385, 8192, 3)])
+@pytest.mark.parametrize(
+    "isl, budget, chunks", [(10_000, 8192, 2), (8192, 8192, 1), (1, 8192, 1), (16385, 8192, 3)]
+)
 def test_prefill_chunks(isl, budget, chunks):
     assert prefill.prefill_chunks(isl, budget) == chunks
 
@@ -74,22 +79,32 @@ def test_prefill_time_share_by_hand():
 
 def test_compute_bound_ceiling_by_hand():
     total = prefill.prefill_flops(MODEL, 10_000) + prefill.decode_flops_per_request(MODEL, 10_000, 1000)
-    assert prefill.compute_bound_ceiling_tok_s_per_gpu(MODEL, GPU, 10_000, 1000, 0.5) == \
-        pytest.approx(1000 * 989e12 * 0.5 / total)
+    assert prefill.compute_bound_ceiling_tok_s_per_gpu(MODEL, GPU, 10_000, 1000, 0.5) == pytest.approx(
+        1000 * 989e12 * 0.5 / total
+    )
 
 
-@pytest.mark.parametrize("call, match", [
-    (lambda: prefill.prefill_flops(MODEL, 0), "isl must be at least 1"),
-    (lambda: prefill.prefill_compute_time_s(MODEL, GPU, 4, 10_000, 0.0), "compute_efficiency"),
-    (lambda: prefill.prefill_compute_time_s(MODEL, GPU, 4, 10_000, 1.5), "compute_efficiency"),
-    (lambda: prefill.prefill_chunks(10_000, 0), "max_num_batched_tokens"),
-    (lambda: prefill.prefill_decode_flops_ratio(MODEL, 10_000, 0), "osl must be at least 1"),
-    (lambda: prefill.implied_compute_efficiency(MODEL, GPU, 4, 10_000, 0.0), "prefill_s must be positive"),
-    (lambda: prefill.implied_compute_efficiency(MODEL, GPU, 0, 10_000, 1.0), "tp must be at least 1"),
-    (lambda: prefill.interference_tpot_s(0, 0.02, 1.0, 1000), "batch must be at least 1"),
-    (lambda: prefill.interference_tpot_s(2, 0.02, 1.0, 1), "osl must be at least 2"),
-    (lambda: prefill.compute_bound_ceiling_tok_s_per_gpu(MODEL, GPU, 10_000, 1000, 0), "compute_efficiency"),
-])
+@pytest.mark.parametrize(
+    "call, match",
+    [
+        (lambda: prefill.prefill_flops(MODEL, 0), "isl must be at least 1"),
+        (lambda: prefill.prefill_compute_time_s(MODEL, GPU, 4, 10_000, 0.0), "compute_efficiency"),
+        (lambda: prefill.prefill_compute_time_s(MODEL, GPU, 4, 10_000, 1.5), "compute_efficiency"),
+        (lambda: prefill.prefill_chunks(10_000, 0), "max_num_batched_tokens"),
+        (lambda: prefill.prefill_decode_flops_ratio(MODEL, 10_000, 0), "osl must be at least 1"),
+        (
+            lambda: prefill.implied_compute_efficiency(MODEL, GPU, 4, 10_000, 0.0),
+            "prefill_s must be positive",
+        ),
+        (lambda: prefill.implied_compute_efficiency(MODEL, GPU, 0, 10_000, 1.0), "tp must be at least 1"),
+        (lambda: prefill.interference_tpot_s(0, 0.02, 1.0, 1000), "batch must be at least 1"),
+        (lambda: prefill.interference_tpot_s(2, 0.02, 1.0, 1), "osl must be at least 2"),
+        (
+            lambda: prefill.compute_bound_ceiling_tok_s_per_gpu(MODEL, GPU, 10_000, 1000, 0),
+            "compute_efficiency",
+        ),
+    ],
+)
 def test_bad_inputs_raise_clear_errors(call, match):
     with pytest.raises(ValueError, match=match):
         call()

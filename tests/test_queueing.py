@@ -51,9 +51,14 @@ def test_closed_loop_is_vectorised_over_n():
     np.testing.assert_allclose(ss["batch"], [1, 2, 2.5])
 
 
-@pytest.mark.parametrize("n, b_max, osl, match", [(0, 4, 1000, "n must be at least 1"),
-                                                  (2, 0, 1000, "cannot hold one request"),
-                                                  (2, 4, 1, "osl must be at least 2")])
+@pytest.mark.parametrize(
+    "n, b_max, osl, match",
+    [
+        (0, 4, 1000, "n must be at least 1"),
+        (2, 0, 1000, "cannot hold one request"),
+        (2, 4, 1, "osl must be at least 2"),
+    ],
+)
 def test_closed_loop_refuses_non_physical_inputs(n, b_max, osl, match):
     with pytest.raises(ValueError, match=match):
         queueing.closed_loop(n, b_max, 1.0, const(0.02), osl)
@@ -94,17 +99,26 @@ def test_drain_factor_hand_value_and_single_request():
 
 # --- properties -----------------------------------------------------------
 
+
 @FEW
-@given(n=st.floats(1, 2048), b_max=st.floats(0.1, 512), t_pf=st.floats(0, 10), t_dec=st.floats(1e-4, 0.1),
-       osl=st.integers(2, 4000), interference=st.booleans())
+@given(
+    n=st.floats(1, 2048),
+    b_max=st.floats(0.1, 512),
+    t_pf=st.floats(0, 10),
+    t_dec=st.floats(1e-4, 0.1),
+    osl=st.integers(2, 4000),
+    interference=st.booleans(),
+)
 def test_littles_law_holds_in_the_closed_loop(n, b_max, t_pf, t_dec, osl, interference):
     ss = queueing.closed_loop(n, b_max, t_pf, const(t_dec), osl, interference=interference)
     rate = ss["tok_s"] / osl
     assert queueing.littles_law_population(rate, ss["e2e_s"]) == pytest.approx(n, rel=1e-9)
 
 
-LAYOUTS = [fullmodel.Layout("aggregated", tp=t, replicas=r) for t, r in
-           [(2, 1), (2, 4), (2, 8), (4, 1), (4, 2), (4, 4), (8, 1), (8, 2)]] + [
+LAYOUTS = [
+    fullmodel.Layout("aggregated", tp=t, replicas=r)
+    for t, r in [(2, 1), (2, 4), (2, 8), (4, 1), (4, 2), (4, 4), (8, 1), (8, 2)]
+] + [
     fullmodel.Layout("disaggregated", p_tp=4, p_replicas=1, d_tp=4, d_replicas=3),
     fullmodel.Layout("disaggregated", p_tp=4, p_replicas=2, d_tp=8, d_replicas=1),
     fullmodel.Layout("disaggregated", p_tp=8, p_replicas=1, d_tp=8, d_replicas=1),
@@ -113,13 +127,18 @@ LAYOUTS = [fullmodel.Layout("aggregated", tp=t, replicas=r) for t, r in
 
 def _predict(layout, c, features):
     profile = get_profile("llm-d-standalone" if layout.kind == "aggregated" else "llm-d-modelservice")
-    return fullmodel.predict_aggregated(MODEL, GPU, 10_000, 1000, layout, float(c), profile,
-                                        fullmodel.ModelParams.nominal(), features)
+    return fullmodel.predict_aggregated(
+        MODEL, GPU, 10_000, 1000, layout, float(c), profile, fullmodel.ModelParams.nominal(), features
+    )
 
 
 @FEW
-@given(layout=st.sampled_from(LAYOUTS), c=st.integers(1, 255), dc=st.integers(1, 255),
-       features=st.sampled_from([f for _, f in fullmodel.LADDER_FEATURES]))
+@given(
+    layout=st.sampled_from(LAYOUTS),
+    c=st.integers(1, 255),
+    dc=st.integers(1, 255),
+    features=st.sampled_from([f for _, f in fullmodel.LADDER_FEATURES]),
+)
 def test_more_users_never_lower_per_gpu_nor_raise_per_user(layout, c, dc, features):
     c2 = min(c + dc, 256)
     lo, hi = _predict(layout, c, features), _predict(layout, c2, features)

@@ -28,6 +28,7 @@ FEW = settings(max_examples=50, deadline=None)
 
 # --- sizes ----------------------------------------------------------------
 
+
 @pytest.mark.parametrize("tp", [1, 2, 4, 8])
 def test_weight_bytes_per_gpu_is_the_bf16_model_split_evenly(tp):
     assert roofline.weight_bytes_per_gpu(MODEL, tp) == pytest.approx(PARAMS * 2 / tp)
@@ -38,8 +39,9 @@ def test_weight_bytes_per_gpu_tp4_hand_value_and_fp8_halves_it():
     assert roofline.weight_bytes_per_gpu(MODEL, 4, "fp8") == pytest.approx(35.275e9 / 2)
 
 
-@pytest.mark.parametrize("tp, expected", [(1, 327_680), (2, 163_840), (4, 81_920), (8, 40_960),
-                                          (16, 40_960), (64, 40_960)])
+@pytest.mark.parametrize(
+    "tp, expected", [(1, 327_680), (2, 163_840), (4, 81_920), (8, 40_960), (16, 40_960), (64, 40_960)]
+)
 def test_kv_bytes_per_token_per_gpu_splits_kv_heads_then_replicates(tp, expected):
     # Beyond 8 GPUs the 8 KV heads are replicated: each GPU keeps one head.
     assert roofline.kv_bytes_per_token_per_gpu(MODEL, tp) == pytest.approx(expected)
@@ -47,8 +49,9 @@ def test_kv_bytes_per_token_per_gpu_splits_kv_heads_then_replicates(tp, expected
 
 def test_kv_bytes_fp8_halves_and_array_tp_is_vectorised():
     assert roofline.kv_bytes_per_token_per_gpu(MODEL, 8, kv_dtype="fp8") == pytest.approx(20_480)
-    np.testing.assert_allclose(roofline.kv_bytes_per_token_per_gpu(MODEL, np.array([2, 4, 8])),
-                               [163_840, 81_920, 40_960])
+    np.testing.assert_allclose(
+        roofline.kv_bytes_per_token_per_gpu(MODEL, np.array([2, 4, 8])), [163_840, 81_920, 40_960]
+    )
 
 
 @pytest.mark.parametrize("tp", [0, -2, 3, 2.5, 128])
@@ -63,6 +66,7 @@ def test_linear_flops_per_token_excludes_the_embedding_lookup():
 
 
 # --- times ----------------------------------------------------------------
+
 
 def test_decode_memory_time_tp4_one_request_at_10500_tokens():
     expected = (35.275e9 + 10_500 * 81_920) / (BW * 0.8)
@@ -85,16 +89,18 @@ def test_decode_step_is_overhead_plus_the_larger_of_memory_and_compute():
     mem = roofline.decode_memory_time_s(MODEL, GPU, 4, 16, 10_500, 0.8)
     comp = roofline.decode_compute_time_s(MODEL, GPU, 4, 16, 10_500, 0.5)
     assert mem > comp  # long contexts keep decode memory-bound
-    assert roofline.decode_step_time_s(MODEL, GPU, 4, 16, 10_500, step_overhead_s=0.002, **kw) == \
-        pytest.approx(0.002 + mem)
+    assert roofline.decode_step_time_s(
+        MODEL, GPU, 4, 16, 10_500, step_overhead_s=0.002, **kw
+    ) == pytest.approx(0.002 + mem)
     # at zero context and a huge batch the FLOPs win
     big = roofline.decode_step_time_s(MODEL, GPU, 1, 5000, 0, **kw)
     assert big == pytest.approx(roofline.decode_compute_time_s(MODEL, GPU, 1, 5000, 0, 0.5))
 
 
 def test_decode_time_terms_add_up_to_the_step():
-    t = roofline.decode_time_terms_s(MODEL, GPU, 4, 1, 10_500, bandwidth_efficiency=0.8, compute_efficiency=0.5,
-                                     step_overhead_s=0.002)
+    t = roofline.decode_time_terms_s(
+        MODEL, GPU, 4, 1, 10_500, bandwidth_efficiency=0.8, compute_efficiency=0.5, step_overhead_s=0.002
+    )
     assert t["weights_s"] == pytest.approx(35.275e9 / (BW * 0.8))
     assert t["kv_s"] == pytest.approx(10_500 * 81_920 / (BW * 0.8))
     assert t["memory_s"] == pytest.approx(t["weights_s"] + t["kv_s"])
@@ -122,24 +128,29 @@ def test_compute_efficiency_above_one_is_refused():
 @pytest.mark.parametrize("batch", [0, 0.5, -3])
 def test_decode_step_needs_at_least_one_request(batch):
     with pytest.raises(ValueError, match="batch must be at least 1"):
-        roofline.decode_step_time_s(MODEL, GPU, 4, batch, 10_500, bandwidth_efficiency=0.8, compute_efficiency=0.5)
+        roofline.decode_step_time_s(
+            MODEL, GPU, 4, batch, 10_500, bandwidth_efficiency=0.8, compute_efficiency=0.5
+        )
 
 
 def test_negative_batch_and_negative_overhead_are_refused():
     with pytest.raises(ValueError, match="non-negative"):
         roofline.decode_memory_time_s(MODEL, GPU, 4, -1, 10_500, 0.8)
     with pytest.raises(ValueError, match="step_overhead_s"):
-        roofline.decode_step_time_s(MODEL, GPU, 4, 1, 10_500, bandwidth_efficiency=0.8, compute_efficiency=0.5,
-                                    step_overhead_s=-1e-3)
+        roofline.decode_step_time_s(
+            MODEL, GPU, 4, 1, 10_500, bandwidth_efficiency=0.8, compute_efficiency=0.5, step_overhead_s=-1e-3
+        )
 
 
 # --- intensity ------------------------------------------------------------
 
+
 def test_arithmetic_intensity_of_one_token_without_context_is_about_one_flop_per_byte():
     assert roofline.arithmetic_intensity(MODEL, 1, 1, 0) == pytest.approx(LINEAR / (2 * PARAMS))
     # independent of TP up to 8 GPUs: FLOPs and bytes both split
-    assert roofline.arithmetic_intensity(MODEL, 8, 64, 10_500) == \
-        pytest.approx(roofline.arithmetic_intensity(MODEL, 1, 64, 10_500))
+    assert roofline.arithmetic_intensity(MODEL, 8, 64, 10_500) == pytest.approx(
+        roofline.arithmetic_intensity(MODEL, 1, 64, 10_500)
+    )
 
 
 def test_critical_batch_without_context_is_the_ridge_point():
@@ -175,6 +186,7 @@ def test_critical_context_is_infinite_when_attention_alone_is_compute_bound():
 
 # --- per-user throughput --------------------------------------------------
 
+
 def test_per_user_includes_the_first_token_wait():
     # TP4 at concurrency 1: TTFT 697 ms, TPOT 20.0 ms -> 48.4 tok/s, not 1/TPOT = 50
     assert roofline.per_user_tok_s(0.69707, 0.0200024, 1000) == pytest.approx(48.357, abs=1e-3)
@@ -186,7 +198,9 @@ def test_implied_tpot_inverts_per_user():
     assert roofline.implied_tpot_s(u, 0.611, 1000) == pytest.approx(0.0157)
 
 
-@pytest.mark.parametrize("u, ttft, osl", [(0.0, 0.5, 1000), (48.0, -0.1, 1000), (48.0, 0.5, 1), (48.0, 30.0, 1000)])
+@pytest.mark.parametrize(
+    "u, ttft, osl", [(0.0, 0.5, 1000), (48.0, -0.1, 1000), (48.0, 0.5, 1), (48.0, 30.0, 1000)]
+)
 def test_implied_tpot_refuses_impossible_inputs(u, ttft, osl):
     with pytest.raises(ValueError):
         roofline.implied_tpot_s(u, ttft, osl)
@@ -194,16 +208,34 @@ def test_implied_tpot_refuses_impossible_inputs(u, ttft, osl):
 
 # --- properties -----------------------------------------------------------
 
+
 @FEW
-@given(tp=st.sampled_from([1, 2, 4, 8]), b_max=st.floats(1, 512), n=st.floats(1, 1024),
-       ctx=st.floats(0, 20_000), bw_eff=st.floats(0.5, 1.0), overhead=st.floats(0, 0.01),
-       prefill_s=st.floats(0, 5), interference=st.booleans())
-def test_closed_loop_never_beats_the_bandwidth_bound(tp, b_max, n, ctx, bw_eff, overhead, prefill_s, interference):
+@given(
+    tp=st.sampled_from([1, 2, 4, 8]),
+    b_max=st.floats(1, 512),
+    n=st.floats(1, 1024),
+    ctx=st.floats(0, 20_000),
+    bw_eff=st.floats(0.5, 1.0),
+    overhead=st.floats(0, 0.01),
+    prefill_s=st.floats(0, 5),
+    interference=st.booleans(),
+)
+def test_closed_loop_never_beats_the_bandwidth_bound(
+    tp, b_max, n, ctx, bw_eff, overhead, prefill_s, interference
+):
     osl = 1000
 
     def step(b):
-        return roofline.decode_step_time_s(MODEL, GPU, tp, b, ctx, bandwidth_efficiency=bw_eff,
-                                           compute_efficiency=0.5, step_overhead_s=overhead)
+        return roofline.decode_step_time_s(
+            MODEL,
+            GPU,
+            tp,
+            b,
+            ctx,
+            bandwidth_efficiency=bw_eff,
+            compute_efficiency=0.5,
+            step_overhead_s=overhead,
+        )
 
     ss = queueing.closed_loop(n, b_max, prefill_s, step, osl, interference=interference)
     b = float(ss["batch"])
@@ -212,12 +244,24 @@ def test_closed_loop_never_beats_the_bandwidth_bound(tp, b_max, n, ctx, bw_eff, 
 
 
 @FEW
-@given(tp=st.sampled_from([2, 4, 8]), concurrency=st.integers(1, 256),
-       features=st.sampled_from([f for _, f in fullmodel.LADDER_FEATURES]))
+@given(
+    tp=st.sampled_from([2, 4, 8]),
+    concurrency=st.integers(1, 256),
+    features=st.sampled_from([f for _, f in fullmodel.LADDER_FEATURES]),
+)
 def test_model_per_gpu_never_beats_the_bandwidth_bound(tp, concurrency, features):
     p = fullmodel.ModelParams.nominal()
-    pred = fullmodel.predict_aggregated(MODEL, GPU, 10_000, 1000, fullmodel.Layout("aggregated", tp=tp, replicas=1),
-                                        float(concurrency), get_profile("llm-d-standalone"), p, features)
+    pred = fullmodel.predict_aggregated(
+        MODEL,
+        GPU,
+        10_000,
+        1000,
+        fullmodel.Layout("aggregated", tp=tp, replicas=1),
+        float(concurrency),
+        get_profile("llm-d-standalone"),
+        p,
+        features,
+    )
     b = min(concurrency, pred.max_batch)
     t_mem = float(roofline.decode_memory_time_s(MODEL, GPU, tp, b, 10_500, p.bandwidth_efficiency))
     assert pred.tok_s_per_gpu <= b * 1000 / (999 * t_mem) / tp * (1 + 1e-12)
@@ -227,8 +271,9 @@ def test_ridge_point_by_hand():
     assert roofline.ridge_point(GPU) == pytest.approx(989e12 / 3.35e12)
     assert roofline.ridge_point(GPU, "fp8") == pytest.approx(1979e12 / 3.35e12)
     # achieved FLOPs fall further below peak than achieved bandwidth: the ridge moves down
-    assert roofline.ridge_point(GPU, compute_efficiency=0.5, bandwidth_efficiency=0.8) == \
-        pytest.approx(0.5 * 989e12 / (0.8 * 3.35e12))
+    assert roofline.ridge_point(GPU, compute_efficiency=0.5, bandwidth_efficiency=0.8) == pytest.approx(
+        0.5 * 989e12 / (0.8 * 3.35e12)
+    )
     with pytest.raises(ValueError, match="compute_efficiency"):
         roofline.ridge_point(GPU, compute_efficiency=1.5)
 
@@ -238,4 +283,5 @@ def test_decode_flops_per_token_by_hand():
     assert roofline.attention_flops_per_context_token(MODEL) == 4 * 80 * 64 * 128
     assert roofline.decode_flops_per_token(MODEL, 0) == pytest.approx(roofline.linear_flops_per_token(MODEL))
     assert roofline.decode_flops_per_token(MODEL, 10_500) == pytest.approx(
-        roofline.linear_flops_per_token(MODEL) + 4 * 80 * 64 * 128 * 10_500)
+        roofline.linear_flops_per_token(MODEL) + 4 * 80 * 64 * 128 * 10_500
+    )

@@ -12,14 +12,38 @@ from servingmodel import specs
 from servingmodel.paths import DATA_DIR
 from servingmodel.specs import GpuSpec, ModelSpec, SpecError, UnknownNameError
 
-GPU_KW = dict(name="test-gpu", memory_bytes=80e9, hbm_bandwidth_bytes_s=3.35e12, bf16_flops=989e12,
-              fp8_flops=1979e12, link_bytes_s=450e9, gpus_per_node=8)
-MODEL_KW = dict(name="test-model", num_layers=80, hidden_size=8192, num_heads=64, num_kv_heads=8, head_dim=128,
-                ffn_size=28672, vocab_size=128256, num_params=70.55e9, max_context=131072)
+GPU_KW = dict(
+    name="test-gpu",
+    memory_bytes=80e9,
+    hbm_bandwidth_bytes_s=3.35e12,
+    bf16_flops=989e12,
+    fp8_flops=1979e12,
+    link_bytes_s=450e9,
+    gpus_per_node=8,
+)
+MODEL_KW = dict(
+    name="test-model",
+    num_layers=80,
+    hidden_size=8192,
+    num_heads=64,
+    num_kv_heads=8,
+    head_dim=128,
+    ffn_size=28672,
+    vocab_size=128256,
+    num_params=70.55e9,
+    max_context=131072,
+)
 
 
-@pytest.mark.parametrize("name", ["Llama-3.1-70B", "meta-llama/Llama-3.1-70B-Instruct", "LLAMA-3.1-70b",
-                                  "  meta-llama/llama-3.1-70b-instruct "])
+@pytest.mark.parametrize(
+    "name",
+    [
+        "Llama-3.1-70B",
+        "meta-llama/Llama-3.1-70B-Instruct",
+        "LLAMA-3.1-70b",
+        "  meta-llama/llama-3.1-70b-instruct ",
+    ],
+)
 def test_model_lookup_by_short_name_hf_id_any_case(name):
     assert specs.get_model(name) is specs.get_model("Llama-3.1-70B")
     assert specs.get_model(name).name == "Llama-3.1-70B"
@@ -39,11 +63,14 @@ def test_looked_up_values_are_the_briefs_facts():
     assert model.kv_bytes_per_token("bf16") == 327_680
 
 
-@pytest.mark.parametrize("lookup, name, known", [
-    (specs.get_model, "Llama-4-70B", "Llama-3.1-70B"),
-    (specs.get_gpu, "H800", "H100-SXM"),
-    (specs.get_profile, "no-such-profile", "llm-d-standalone"),
-])
+@pytest.mark.parametrize(
+    "lookup, name, known",
+    [
+        (specs.get_model, "Llama-4-70B", "Llama-3.1-70B"),
+        (specs.get_gpu, "H800", "H100-SXM"),
+        (specs.get_profile, "no-such-profile", "llm-d-standalone"),
+    ],
+)
 def test_unknown_name_lists_known_names(lookup, name, known):
     with pytest.raises(UnknownNameError) as info:
         lookup(name)
@@ -97,12 +124,15 @@ def test_copied_facts_load(tmp_path):
     assert specs.get_gpu("H100", data_dir=data).hbm_bandwidth_bytes_s == pytest.approx(3.35e12)
 
 
-@pytest.mark.parametrize("filename, lookup", [
-    ("gpus.csv", lambda d: specs.get_gpu("H100", data_dir=d)),
-    ("models.csv", lambda d: specs.get_model("Llama-3.1-70B", data_dir=d)),
-    ("profiles.csv", lambda d: specs.profiles(data_dir=d)),
-    ("parameters.csv", lambda d: specs.parameter_facts(data_dir=d)),
-])
+@pytest.mark.parametrize(
+    "filename, lookup",
+    [
+        ("gpus.csv", lambda d: specs.get_gpu("H100", data_dir=d)),
+        ("models.csv", lambda d: specs.get_model("Llama-3.1-70B", data_dir=d)),
+        ("profiles.csv", lambda d: specs.profiles(data_dir=d)),
+        ("parameters.csv", lambda d: specs.parameter_facts(data_dir=d)),
+    ],
+)
 def test_fact_without_source_is_refused(tmp_path, filename, lookup):
     data = copy_data(tmp_path)
     blank_source(data / filename, 1)
@@ -127,22 +157,29 @@ def test_profiles_carry_the_optional_software_facts_where_known():
     assert (ideal.vllm_version, ideal.kv_block_tokens) == ("", None)
 
 
-@pytest.mark.parametrize("value, message", [("16.5", "whole number"), ("0", "must be positive"), ("big", "not a number")])
+@pytest.mark.parametrize(
+    "value, message", [("16.5", "whole number"), ("0", "must be positive"), ("big", "not a number")]
+)
 def test_bad_kv_block_size_is_refused(tmp_path, value, message):
     data = copy_data(tmp_path)
     frame = pd.read_csv(data / "profiles.csv", dtype=str, keep_default_na=False)
-    frame.loc[(frame["profile"] == "llm-d-standalone") & (frame["quantity"] == "kv_block_tokens"), "value"] = value
+    frame.loc[
+        (frame["profile"] == "llm-d-standalone") & (frame["quantity"] == "kv_block_tokens"), "value"
+    ] = value
     frame.to_csv(data / "profiles.csv", index=False)
     with pytest.raises(SpecError, match=message) as info:
         specs.profiles(data_dir=data)
     assert "profiles.csv" in str(info.value) and "kv_block_tokens" in str(info.value)
 
 
-@pytest.mark.parametrize("name, value, message", [
-    ("memory_reserve_gib", "wide", "not a number"),
-    ("memory_reserve_gib", "-1", "must be positive"),
-    ("step_overhead_s", "0.001", "only a fitted parameter"),
-])
+@pytest.mark.parametrize(
+    "name, value, message",
+    [
+        ("memory_reserve_gib", "wide", "not a number"),
+        ("memory_reserve_gib", "-1", "must be positive"),
+        ("step_overhead_s", "0.001", "only a fitted parameter"),
+    ],
+)
 def test_bad_prior_is_refused(tmp_path, name, value, message):
     data = copy_data(tmp_path)
     frame = pd.read_csv(data / "parameters.csv", dtype=str, keep_default_na=False)
@@ -181,13 +218,24 @@ def test_alias_naming_two_gpus_is_refused(tmp_path):
         specs.get_gpu("H100", data_dir=data)
 
 
-@pytest.mark.parametrize("edit, message", [
-    (lambda f: f.assign(name=f["name"].where(f["name"] != "max_num_seqs", "step_overhead_s")), "given twice"),
-    (lambda f: f.assign(name=f["name"].where(f["name"] != "max_num_seqs", "")), "empty"),
-    (lambda f: f.assign(nominal=f["nominal"].where(f["name"] != "kv_transfer_rdma_gb_s", "-50"),
-                        low=f["low"].where(f["name"] != "kv_transfer_rdma_gb_s", "-60")), "non-negative"),
-    (lambda f: f.assign(nominal=f["nominal"].where(f["name"] != "max_num_seqs", "inf")), "finite"),
-])
+@pytest.mark.parametrize(
+    "edit, message",
+    [
+        (
+            lambda f: f.assign(name=f["name"].where(f["name"] != "max_num_seqs", "step_overhead_s")),
+            "given twice",
+        ),
+        (lambda f: f.assign(name=f["name"].where(f["name"] != "max_num_seqs", "")), "empty"),
+        (
+            lambda f: f.assign(
+                nominal=f["nominal"].where(f["name"] != "kv_transfer_rdma_gb_s", "-50"),
+                low=f["low"].where(f["name"] != "kv_transfer_rdma_gb_s", "-60"),
+            ),
+            "non-negative",
+        ),
+        (lambda f: f.assign(nominal=f["nominal"].where(f["name"] != "max_num_seqs", "inf")), "finite"),
+    ],
+)
 def test_bad_parameter_rows_are_refused(tmp_path, edit, message):
     data = copy_data(tmp_path)
     frame = pd.read_csv(data / "parameters.csv", dtype=str, keep_default_na=False)

@@ -126,8 +126,10 @@ def test_below_the_kv_limit_replay_and_mean_field_throughputs_agree():
 
 def test_replayed_ttft_grows_with_load():
     lay = fullmodel.Layout("aggregated", tp=4, replicas=1)
-    ttft = [stepsim.replay_point(MODEL, GPU, 10_000, 1000, lay, c, STANDALONE, PARAMS).mean_ttft_s
-            for c in (1, 8, 32)]
+    ttft = [
+        stepsim.replay_point(MODEL, GPU, 10_000, 1000, lay, c, STANDALONE, PARAMS).mean_ttft_s
+        for c in (1, 8, 32)
+    ]
     assert ttft[0] < ttft[1] < ttft[2]
 
 
@@ -142,21 +144,35 @@ def test_with_replayed_ttft_replaces_only_the_ttft(tmp_path):
         stepsim.with_replayed_ttft(pred, rep.iloc[:1])
 
 
-@pytest.mark.parametrize("make, match", [
-    (lambda: toy(isl=0), "isl >= 1"),
-    (lambda: toy(osl=1), "osl >= 2"),
-    (lambda: toy(budget=0), "max_num_batched_tokens"),
-    (lambda: toy(pf=-1.0), "prefill_s_per_token"),
-    (lambda: toy(idle=float("nan")), "idle_step_s"),
-    (lambda: toy(capacity=50), "fewer than one request"),
-    (lambda: stepsim.Engine(100, 11, 0.001, 0.005, (0.0, 0.01), 10_000, 2, 150), "every batch"),
-    (lambda: stepsim.replay([], 1, 1), "at least one engine"),
-    (lambda: stepsim.replay([toy()], 2, 1), "concurrency <= prompts"),
-    (lambda: stepsim.replay([toy()], 1, 1, routing="round-robin"), "unknown routing"),
-    (lambda: stepsim.replay([toy(), toy(isl=50)], 1, 1), "same workload"),
-    (lambda: stepsim.replay_point(MODEL, GPU, 10_000, 1000, fullmodel.Layout("aggregated", tp=4, replicas=1), 1.5,
-                                  STANDALONE, PARAMS), "whole number"),
-])
+@pytest.mark.parametrize(
+    "make, match",
+    [
+        (lambda: toy(isl=0), "isl >= 1"),
+        (lambda: toy(osl=1), "osl >= 2"),
+        (lambda: toy(budget=0), "max_num_batched_tokens"),
+        (lambda: toy(pf=-1.0), "prefill_s_per_token"),
+        (lambda: toy(idle=float("nan")), "idle_step_s"),
+        (lambda: toy(capacity=50), "fewer than one request"),
+        (lambda: stepsim.Engine(100, 11, 0.001, 0.005, (0.0, 0.01), 10_000, 2, 150), "every batch"),
+        (lambda: stepsim.replay([], 1, 1), "at least one engine"),
+        (lambda: stepsim.replay([toy()], 2, 1), "concurrency <= prompts"),
+        (lambda: stepsim.replay([toy()], 1, 1, routing="round-robin"), "unknown routing"),
+        (lambda: stepsim.replay([toy(), toy(isl=50)], 1, 1), "same workload"),
+        (
+            lambda: stepsim.replay_point(
+                MODEL,
+                GPU,
+                10_000,
+                1000,
+                fullmodel.Layout("aggregated", tp=4, replicas=1),
+                1.5,
+                STANDALONE,
+                PARAMS,
+            ),
+            "whole number",
+        ),
+    ],
+)
 def test_bad_input_is_refused_with_a_message_that_names_it(make, match):
     with pytest.raises(ValueError, match=match):
         make()
@@ -178,33 +194,78 @@ def test_a_budget_of_a_whole_prompt_removes_the_straddle():
     """With room for a whole prompt and the decodes in one step, later prompts no longer span two full steps."""
     lay = fullmodel.Layout("aggregated", tp=4, replicas=1)
     default = stepsim.replay_point(MODEL, GPU, 10_000, 1000, lay, 8, STANDALONE, PARAMS)
-    wide = stepsim.replay_point(MODEL, GPU, 10_000, 1000, lay, 8, STANDALONE, PARAMS, max_num_batched_tokens=16_384)
+    wide = stepsim.replay_point(
+        MODEL, GPU, 10_000, 1000, lay, 8, STANDALONE, PARAMS, max_num_batched_tokens=16_384
+    )
     assert wide.mean_ttft_s < default.mean_ttft_s
-    lone = stepsim.replay_point(MODEL, GPU, 10_000, 1000, lay, 1, STANDALONE, PARAMS, max_num_batched_tokens=16_384)
+    lone = stepsim.replay_point(
+        MODEL, GPU, 10_000, 1000, lay, 1, STANDALONE, PARAMS, max_num_batched_tokens=16_384
+    )
     base = stepsim.replay_point(MODEL, GPU, 10_000, 1000, lay, 1, STANDALONE, PARAMS)
     # one chunk instead of two: the lone prefill saves one step's fixed cost and nothing else
-    assert base.mean_ttft_s - lone.mean_ttft_s == pytest.approx(PARAMS.step_overhead_for(MODEL) + float(
-        fullmodel.make_instance(MODEL, GPU, 4, 10_000, 1000, STANDALONE, PARAMS, fullmodel.Features()).host_s),
-        rel=1e-6)
+    assert base.mean_ttft_s - lone.mean_ttft_s == pytest.approx(
+        PARAMS.step_overhead_for(MODEL)
+        + float(
+            fullmodel.make_instance(
+                MODEL, GPU, 4, 10_000, 1000, STANDALONE, PARAMS, fullmodel.Features()
+            ).host_s
+        ),
+        rel=1e-6,
+    )
 
 
 def test_replay_runs_gives_one_run_per_seed_only_when_routing_is_random():
-    one = stepsim.replay_runs(MODEL, GPU, 10_000, 1000, fullmodel.Layout("aggregated", tp=4, replicas=1), 8,
-                              STANDALONE, PARAMS, seeds=3)
-    many = stepsim.replay_runs(MODEL, GPU, 10_000, 1000, fullmodel.Layout("aggregated", tp=4, replicas=2), 8,
-                               STANDALONE, PARAMS, seeds=3)
+    one = stepsim.replay_runs(
+        MODEL,
+        GPU,
+        10_000,
+        1000,
+        fullmodel.Layout("aggregated", tp=4, replicas=1),
+        8,
+        STANDALONE,
+        PARAMS,
+        seeds=3,
+    )
+    many = stepsim.replay_runs(
+        MODEL,
+        GPU,
+        10_000,
+        1000,
+        fullmodel.Layout("aggregated", tp=4, replicas=2),
+        8,
+        STANDALONE,
+        PARAMS,
+        seeds=3,
+    )
     assert len(one) == 1 and len(many) == 3
     with pytest.raises(ValueError, match="seeds must be at least 1"):
-        stepsim.replay_runs(MODEL, GPU, 10_000, 1000, fullmodel.Layout("aggregated", tp=4, replicas=2), 8,
-                            STANDALONE, PARAMS, seeds=0)
+        stepsim.replay_runs(
+            MODEL,
+            GPU,
+            10_000,
+            1000,
+            fullmodel.Layout("aggregated", tp=4, replicas=2),
+            8,
+            STANDALONE,
+            PARAMS,
+            seeds=0,
+        )
 
 
 @settings(max_examples=60, deadline=None)
-@given(isl=st.integers(1, 400), osl=st.integers(2, 60), budget=st.integers(1, 500), clients=st.integers(1, 12),
-       per_client=st.integers(1, 4), extra_cache=st.integers(0, 3000), instances=st.integers(1, 3),
-       routing=st.sampled_from(stepsim.ROUTINGS))
-def test_every_replay_completes_every_request_and_respects_the_physics(isl, osl, budget, clients, per_client,
-                                                                      extra_cache, instances, routing):
+@given(
+    isl=st.integers(1, 400),
+    osl=st.integers(2, 60),
+    budget=st.integers(1, 500),
+    clients=st.integers(1, 12),
+    per_client=st.integers(1, 4),
+    extra_cache=st.integers(0, 3000),
+    instances=st.integers(1, 3),
+    routing=st.sampled_from(stepsim.ROUTINGS),
+)
+def test_every_replay_completes_every_request_and_respects_the_physics(
+    isl, osl, budget, clients, per_client, extra_cache, instances, routing
+):
     e = toy(isl=isl, osl=osl, budget=budget, capacity=isl + osl + extra_cache)
     prompts = clients * per_client
     run = stepsim.replay([e] * instances, clients, prompts, routing=routing, seed=7)
@@ -241,12 +302,29 @@ def test_reserve_staircase_steps_down_as_the_reserve_grows():
     assert small["peak_running"] > large["peak_running"]  # less reserve, more cache, more requests at once
     assert small["meanfield_tok_s_per_gpu"] > large["meanfield_tok_s_per_gpu"]
     # the mean-field batch at the same reserve, replayed: whole requests never exceed the fractional limit + 1
-    inst = fullmodel.make_instance(MODEL, GPU, 2, 10_000, 1000, STANDALONE,
-                                   calibrate.replace_params(PARAMS, memory_reserve_gib=6.0), fullmodel.Features())
+    inst = fullmodel.make_instance(
+        MODEL,
+        GPU,
+        2,
+        10_000,
+        1000,
+        STANDALONE,
+        calibrate.replace_params(PARAMS, memory_reserve_gib=6.0),
+        fullmodel.Features(),
+    )
     assert large["peak_running"] <= np.floor(float(inst.max_batch)) + 1
     with pytest.raises(ValueError, match="aggregated"):
-        stepsim.reserve_staircase(MODEL, GPU, 10_000, 1000, fullmodel.Layout("disaggregated", p_tp=4, p_replicas=1,
-                                  d_tp=4, d_replicas=1), 8, STANDALONE, PARAMS, (5.0,))
+        stepsim.reserve_staircase(
+            MODEL,
+            GPU,
+            10_000,
+            1000,
+            fullmodel.Layout("disaggregated", p_tp=4, p_replicas=1, d_tp=4, d_replicas=1),
+            8,
+            STANDALONE,
+            PARAMS,
+            (5.0,),
+        )
 
 
 def test_a_herding_stale_router_sends_a_burst_to_one_instance():
@@ -270,7 +348,9 @@ def test_stale_routing_refreshes_its_snapshot_only_after_refresh_s():
     e = toy()
     # a snapshot that never ages: every request of the run lands on the first target
     frozen = stepsim.replay([e, e], 2, 8, routing="stale-herd", refresh_s=1e9)
-    assert frozen.peak_running == 2 and frozen.output_tok_s == pytest.approx(stepsim.replay([e], 2, 8).output_tok_s)
+    assert frozen.peak_running == 2 and frozen.output_tok_s == pytest.approx(
+        stepsim.replay([e], 2, 8).output_tok_s
+    )
     # a fresh snapshot per arrival time: later arrivals spread, so the run is faster than on one instance
     fresh = stepsim.replay([e, e], 2, 8, routing="stale-herd", refresh_s=1e-6)
     assert fresh.output_tok_s > frozen.output_tok_s
@@ -320,10 +400,15 @@ def test_replay_runs_average_the_herding_router_over_every_burst_target():
     llmd = get_profile("llm-d-modelservice")
     runs = stepsim.replay_runs(MODEL, GPU, 10_000, 1000, lay, 8, llmd, PARAMS, seeds=2, routing="stale-herd")
     assert len(runs) == 3 * 2  # three pods, two seeds each
-    assert len(stepsim.replay_runs(MODEL, GPU, 10_000, 1000, lay, 8, llmd, PARAMS, seeds=2, routing="stale")) == 2
+    assert (
+        len(stepsim.replay_runs(MODEL, GPU, 10_000, 1000, lay, 8, llmd, PARAMS, seeds=2, routing="stale"))
+        == 2
+    )
     # the interval reaches the replay: a snapshot that never ages sends every request to the burst's pod
-    frozen = stepsim.replay_point(MODEL, GPU, 10_000, 1000, lay, 8, llmd, PARAMS, seeds=1, routing="stale-herd",
-                                  refresh_s=1e9)
-    fresh = stepsim.replay_point(MODEL, GPU, 10_000, 1000, lay, 8, llmd, PARAMS, seeds=1, routing="stale-herd",
-                                 refresh_s=1e-3)
+    frozen = stepsim.replay_point(
+        MODEL, GPU, 10_000, 1000, lay, 8, llmd, PARAMS, seeds=1, routing="stale-herd", refresh_s=1e9
+    )
+    fresh = stepsim.replay_point(
+        MODEL, GPU, 10_000, 1000, lay, 8, llmd, PARAMS, seeds=1, routing="stale-herd", refresh_s=1e-3
+    )
     assert frozen.output_tok_s < fresh.output_tok_s

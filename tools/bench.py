@@ -26,8 +26,9 @@ ROOT = Path(__file__).resolve().parents[1]
 
 def timed(target: str) -> float:
     start = time.perf_counter()
-    proc = subprocess.run(["make", target], cwd=ROOT, stdout=subprocess.DEVNULL,
-                          stderr=subprocess.PIPE, text=True)
+    proc = subprocess.run(
+        ["make", target], cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True
+    )
     seconds = time.perf_counter() - start
     if proc.returncode != 0:
         sys.stderr.write(proc.stderr)
@@ -43,8 +44,10 @@ def main() -> int:
     if not (ROOT / ".venv" / ".installed.stamp").exists():
         raise SystemExit("run `make venv` first: the benchmark assumes a warm environment")
     chapters = len(list((ROOT / "book").glob("[0-9][0-9]_*.ipynb")))
-    print(f"{platform.python_implementation()} {platform.python_version()}, "
-          f"{os.cpu_count()} CPUs, {chapters} chapters")
+    print(
+        f"{platform.python_implementation()} {platform.python_version()}, "
+        f"{os.cpu_count()} CPUs, {chapters} chapters"
+    )
     for target in ("book", "test"):
         runs = []
         for _ in range(args.repeat):

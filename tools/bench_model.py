@@ -43,8 +43,13 @@ def timed(fn, repeat: int) -> tuple[float, list[float]]:
 
 def scenarios(n: int, seed: int = 0) -> dict:
     rng = np.random.default_rng(seed)
-    return dict(tp=rng.choice([2, 4, 8], n), replicas=rng.integers(1, 9, n), concurrency=rng.integers(1, 513, n),
-                isl=rng.integers(100, 20000, n), osl=rng.integers(2, 4000, n))
+    return dict(
+        tp=rng.choice([2, 4, 8], n),
+        replicas=rng.integers(1, 9, n),
+        concurrency=rng.integers(1, 513, n),
+        isl=rng.integers(100, 20000, n),
+        osl=rng.integers(2, 4000, n),
+    )
 
 
 def main() -> int:
@@ -57,24 +62,55 @@ def main() -> int:
     big = scenarios(100_000)
     small = scenarios(1_000)
     cases = [
-        (f"predict the {len(meas)} measured points", 0.050,
-         lambda: fullmodel.predict_measurements(meas, params)),
-        ("sweep 100,000 scenarios (balanced routing)", 2.0,
-         lambda: whatif.sweep("Llama-3.1-70B", "H100", "llm-d-modelservice", params, **big)),
-        ("sweep 1,000 scenarios (random routing)", None,
-         lambda: whatif.sweep("Llama-3.1-70B", "H100", "llm-d-standalone", params, **small)),
-        ("100 true P/D scenarios (disagg, point by point)", None,
-         lambda: whatif.sweep_disaggregated("Llama-3.1-70B", "H100", "llm-d-modelservice", params, p_tp=4,
-                                            p_replicas=2, d_tp=4, d_replicas=2, concurrency=small["concurrency"][:100],
-                                            isl=10000, osl=1000)),
-        (f"replay the {len(meas)} measured points step by step (stepsim)", None,
-         lambda: stepsim.replay_measurements(meas, params)),
+        (
+            f"predict the {len(meas)} measured points",
+            0.050,
+            lambda: fullmodel.predict_measurements(meas, params),
+        ),
+        (
+            "sweep 100,000 scenarios (balanced routing)",
+            2.0,
+            lambda: whatif.sweep("Llama-3.1-70B", "H100", "llm-d-modelservice", params, **big),
+        ),
+        (
+            "sweep 1,000 scenarios (random routing)",
+            None,
+            lambda: whatif.sweep("Llama-3.1-70B", "H100", "llm-d-standalone", params, **small),
+        ),
+        (
+            "100 true P/D scenarios (disagg, point by point)",
+            None,
+            lambda: whatif.sweep_disaggregated(
+                "Llama-3.1-70B",
+                "H100",
+                "llm-d-modelservice",
+                params,
+                p_tp=4,
+                p_replicas=2,
+                d_tp=4,
+                d_replicas=2,
+                concurrency=small["concurrency"][:100],
+                isl=10000,
+                osl=1000,
+            ),
+        ),
+        (
+            f"replay the {len(meas)} measured points step by step (stepsim)",
+            None,
+            lambda: stepsim.replay_measurements(meas, params),
+        ),
     ]
-    print(f"{platform.python_implementation()} {platform.python_version()}, {os.cpu_count()} CPUs, "
-          f"median of {args.repeat} runs after one warm-up")
+    print(
+        f"{platform.python_implementation()} {platform.python_version()}, {os.cpu_count()} CPUs, "
+        f"median of {args.repeat} runs after one warm-up"
+    )
     for name, target, fn in cases:
         median, runs = timed(fn, args.repeat)
-        verdict = "" if target is None else f"  (target < {target * 1e3:.0f} ms: {'ok' if median < target else 'MISSED'})"
+        verdict = (
+            ""
+            if target is None
+            else f"  (target < {target * 1e3:.0f} ms: {'ok' if median < target else 'MISSED'})"
+        )
         print(f"{name}: {median * 1e3:.1f} ms{verdict}", flush=True)
     return 0
 

@@ -85,10 +85,8 @@ def execute(path: Path, timeout: int) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("notebooks", nargs="*", type=Path,
-                        help="default: book/[0-9][0-9]_*.ipynb")
-    parser.add_argument("--timeout", type=int, default=600,
-                        help="seconds allowed per cell (default 600)")
+    parser.add_argument("notebooks", nargs="*", type=Path, help="default: book/[0-9][0-9]_*.ipynb")
+    parser.add_argument("--timeout", type=int, default=600, help="seconds allowed per cell (default 600)")
     args = parser.parse_args(argv)
 
     paths = args.notebooks or default_notebooks()

@@ -79,8 +79,12 @@ def _coalesce_streams(outputs: list) -> list:
     merged: list = []
     for out in outputs:
         prev = merged[-1] if merged else None
-        if (out.get("output_type") == "stream" and prev is not None and prev.get("output_type") == "stream"
-                and prev.get("name") == out.get("name")):
+        if (
+            out.get("output_type") == "stream"
+            and prev is not None
+            and prev.get("output_type") == "stream"
+            and prev.get("name") == out.get("name")
+        ):
             prev["text"] = "".join(prev["text"]) + "".join(out.get("text", ""))
         else:
             merged.append(out)
@@ -157,10 +161,12 @@ def execution_problems(nb: dict, require_executed: bool) -> list[str]:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--check", action="store_true",
-                        help="write nothing; exit 1 if any notebook would change or is mis-executed")
-    parser.add_argument("notebooks", nargs="*", type=Path,
-                        help="default: book/[0-9][0-9]_*.ipynb")
+    parser.add_argument(
+        "--check",
+        action="store_true",
+        help="write nothing; exit 1 if any notebook would change or is mis-executed",
+    )
+    parser.add_argument("notebooks", nargs="*", type=Path, help="default: book/[0-9][0-9]_*.ipynb")
     args = parser.parse_args(argv)
 
     paths = args.notebooks or default_notebooks()
@@ -182,8 +188,10 @@ def main(argv: list[str] | None = None) -> int:
     status = 0
     if args.check and would_change:
         status = 1
-        print("notebooks not normalised (run `make execute`, or "
-              "`python tools/normalize_notebooks.py FILE` if only metadata changed):")
+        print(
+            "notebooks not normalised (run `make execute`, or "
+            "`python tools/normalize_notebooks.py FILE` if only metadata changed):"
+        )
         for path in would_change:
             print(f"  {path}")
     if bad:

@@ -29,8 +29,9 @@ def _measured_point(meas: pd.DataFrame, deployment: str, concurrency: int):
     """The one measured row of ``deployment`` at ``concurrency``, with its model, GPU, ISL, OSL, layout and profile."""
     point = meas[(meas["deployment"] == deployment) & (meas["concurrency"] == concurrency)]
     if len(point) != 1:
-        raise ValueError(f"expected one measured point of {deployment!r} at concurrency {concurrency}, "
-                         f"found {len(point)}")
+        raise ValueError(
+            f"expected one measured point of {deployment!r} at concurrency {concurrency}, found {len(point)}"
+        )
     r = point.iloc[0]
     model, gpu, isl, osl = _workload(point)
     return r, model, gpu, isl, osl, fullmodel.layout_of(r), fullmodel.benchmark_profile(r)
@@ -44,8 +45,9 @@ def benchmark_tps(meas: pd.DataFrame) -> list[int]:
     return tps
 
 
-def ceilings(meas: pd.DataFrame, params: ModelParams, tps=None, concurrency_per_instance: int | None = None
-             ) -> pd.DataFrame:
+def ceilings(
+    meas: pd.DataFrame, params: ModelParams, tps=None, concurrency_per_instance: int | None = None
+) -> pd.DataFrame:
     """Per-GPU ceiling of one standalone instance per TP: measured, modelled, and modelled without the host penalty.
 
     The measured ceiling is the largest per-GPU throughput of the family; the
@@ -63,8 +65,15 @@ def ceilings(meas: pd.DataFrame, params: ModelParams, tps=None, concurrency_per_
         lay = Layout("aggregated", tp=tp, replicas=1)
         full = predict_aggregated(model, gpu, isl, osl, lay, concurrency_per_instance, prof, params)
         bare = predict_aggregated(model, gpu, isl, osl, lay, concurrency_per_instance, prof, no_host)
-        rows.append({"tp": tp, "measured": float(fam["tok_s_per_gpu"].max()), "model": full.tok_s_per_gpu,
-                     "model_without_host_penalty": bare.tok_s_per_gpu, "max_batch": full.max_batch})
+        rows.append(
+            {
+                "tp": tp,
+                "measured": float(fam["tok_s_per_gpu"].max()),
+                "model": full.tok_s_per_gpu,
+                "model_without_host_penalty": bare.tok_s_per_gpu,
+                "max_batch": full.max_batch,
+            }
+        )
     return pd.DataFrame(rows)
 
 
@@ -76,8 +85,9 @@ def equal_load(meas: pd.DataFrame, pred: pd.DataFrame, requests_per_gpu: float =
     return out.reset_index(drop=True)
 
 
-def concurrency_one(meas: pd.DataFrame, params: ModelParams,
-                    deployments=("TP2 x 1", "TP4 x 1", "TP8 x 1", "1P-TP8 + 1D-TP8")) -> pd.DataFrame:
+def concurrency_one(
+    meas: pd.DataFrame, params: ModelParams, deployments=("TP2 x 1", "TP4 x 1", "TP8 x 1", "1P-TP8 + 1D-TP8")
+) -> pd.DataFrame:
     """At concurrency 1: measured and predicted per-user throughput, TTFT and TPOT, and the decode-step parts.
 
     Step parts (ms) come from :func:`fullmodel.decode_step_breakdown` for the
@@ -94,13 +104,20 @@ def concurrency_one(meas: pd.DataFrame, params: ModelParams,
         tp = int(r["tp"]) if r["kind"] == "aggregated" else int(r["d_tp"])
         prof = get_profile(STANDALONE if r["kind"] == "aggregated" else MODELSERVICE)
         parts = decode_step_breakdown(model, gpu, tp, 1, isl, osl, prof, params)
-        rows.append({"deployment": dep, "tp": tp,
-                     "measured_tok_s_per_user": float(r["tok_s_per_user"]),
-                     "predicted_tok_s_per_user": float(pred.loc[i, "pred_tok_s_per_user"]),
-                     "nominal_tok_s_per_user": float(nominal.loc[i, "pred_tok_s_per_user"]),
-                     "measured_ttft_ms": float(r["mean_ttft_ms"]), "predicted_ttft_ms": float(pred.loc[i, "pred_ttft_ms"]),
-                     "measured_tpot_ms": float(r["mean_tpot_ms"]), "predicted_tpot_ms": float(pred.loc[i, "pred_tpot_ms"]),
-                     **{f"{k[:-2]}_ms": 1e3 * v for k, v in parts.items()}})
+        rows.append(
+            {
+                "deployment": dep,
+                "tp": tp,
+                "measured_tok_s_per_user": float(r["tok_s_per_user"]),
+                "predicted_tok_s_per_user": float(pred.loc[i, "pred_tok_s_per_user"]),
+                "nominal_tok_s_per_user": float(nominal.loc[i, "pred_tok_s_per_user"]),
+                "measured_ttft_ms": float(r["mean_ttft_ms"]),
+                "predicted_ttft_ms": float(pred.loc[i, "pred_ttft_ms"]),
+                "measured_tpot_ms": float(r["mean_tpot_ms"]),
+                "predicted_tpot_ms": float(pred.loc[i, "pred_tpot_ms"]),
+                **{f"{k[:-2]}_ms": 1e3 * v for k, v in parts.items()},
+            }
+        )
     return pd.DataFrame(rows)
 
 
@@ -108,10 +125,14 @@ def dashed_readings(meas: pd.DataFrame, params: ModelParams) -> pd.DataFrame:
     """Error of the two readings of the dashed curves at the calibrated parameters (hypothesis H4)."""
     dashed = meas[meas["kind"] == "disaggregated"]
     rows = []
-    for name, predictor in (("aggregated pods behind a router", None),
-                            ("true prefill/decode disaggregation", disagg.predict_disaggregated)):
+    for name, predictor in (
+        ("aggregated pods behind a router", None),
+        ("true prefill/decode disaggregation", disagg.predict_disaggregated),
+    ):
         pred = fullmodel.predict_measurements(dashed, params, Features(), predictor=predictor)
-        med, p90 = evaluate.abs_error_stats(evaluate.relative_errors(pred["pred_tok_s_per_gpu"], dashed["tok_s_per_gpu"]))
+        med, p90 = evaluate.abs_error_stats(
+            evaluate.relative_errors(pred["pred_tok_s_per_gpu"], dashed["tok_s_per_gpu"])
+        )
         rows.append({"reading": name, "median": med, "p90": p90})
     return pd.DataFrame(rows)
 
@@ -134,8 +155,10 @@ def decode_allreduce_ms(meas: pd.DataFrame, params: ModelParams, tps=None) -> di
     """All-reduce time of one decode step at batch 1 per TP (hypothesis H3), in ms."""
     model, gpu, isl, osl = _workload(meas)
     prof = get_profile(MODELSERVICE)
-    return {tp: decode_step_breakdown(model, gpu, tp, 1, isl, osl, prof, params)["allreduce_s"] * 1e3
-            for tp in tps or benchmark_tps(meas)}
+    return {
+        tp: decode_step_breakdown(model, gpu, tp, 1, isl, osl, prof, params)["allreduce_s"] * 1e3
+        for tp in tps or benchmark_tps(meas)
+    }
 
 
 def host_penalty_ms(meas: pd.DataFrame, params: ModelParams, tps=None, profile: str = STANDALONE) -> dict:
@@ -144,9 +167,13 @@ def host_penalty_ms(meas: pd.DataFrame, params: ModelParams, tps=None, profile: 
     from .specs import constant
 
     prof = get_profile(profile)
-    return {tp: 1e3 * float(deployment.host_penalty_s(tp, prof, params.host_penalty_s,
-                                                       constant("processes_besides_workers")))
-            for tp in tps or benchmark_tps(meas)}
+    return {
+        tp: 1e3
+        * float(
+            deployment.host_penalty_s(tp, prof, params.host_penalty_s, constant("processes_besides_workers"))
+        )
+        for tp in tps or benchmark_tps(meas)
+    }
 
 
 def relative(a, b) -> float:
@@ -164,11 +191,22 @@ def routing_cost(meas: pd.DataFrame, params: ModelParams) -> pd.DataFrame:
     model, gpu, isl, osl = _workload(meas)
     prof = get_profile(STANDALONE)
     pts = meas[(meas["kind"] == "aggregated") & (meas["replicas"].astype(float) > 1)]
-    common = dict(concurrency=pts["concurrency"].to_numpy(float), isl=isl, osl=osl, tp_a=pts["tp"].to_numpy(float),
-                  count_a=pts["replicas"].to_numpy(float), gpu_memory_utilization=prof.gpu_memory_utilization,
-                  cpu_cores=prof.cpu_cores, host_penalty=float(prof.host_penalty))
-    rand = fullmodel.predict_arrays(model, gpu, params, Features(), random_routing=1.0, **common)["output_tok_s"]
-    bal = fullmodel.predict_arrays(model, gpu, params, Features(), random_routing=0.0, **common)["output_tok_s"]
+    common = dict(
+        concurrency=pts["concurrency"].to_numpy(float),
+        isl=isl,
+        osl=osl,
+        tp_a=pts["tp"].to_numpy(float),
+        count_a=pts["replicas"].to_numpy(float),
+        gpu_memory_utilization=prof.gpu_memory_utilization,
+        cpu_cores=prof.cpu_cores,
+        host_penalty=float(prof.host_penalty),
+    )
+    rand = fullmodel.predict_arrays(model, gpu, params, Features(), random_routing=1.0, **common)[
+        "output_tok_s"
+    ]
+    bal = fullmodel.predict_arrays(model, gpu, params, Features(), random_routing=0.0, **common)[
+        "output_tok_s"
+    ]
     out = pts[["deployment", "family", "concurrency"]].copy()
     out["random_tok_s"] = rand
     out["balanced_tok_s"] = bal
@@ -189,8 +227,10 @@ def cpu_pairs(meas: pd.DataFrame, pairs: dict = CPU_PAIRS) -> pd.DataFrame:
     """
     from .deployment import paired_excess
 
-    frames = [paired_excess(meas, dep, ref).assign(tp=tp, deployment=dep, reference=ref)
-              for tp, (dep, ref) in pairs.items()]
+    frames = [
+        paired_excess(meas, dep, ref).assign(tp=tp, deployment=dep, reference=ref)
+        for tp, (dep, ref) in pairs.items()
+    ]
     return pd.concat(frames, ignore_index=True)
 
 
@@ -202,8 +242,13 @@ def lone_request_excess_ms(pairs: pd.DataFrame) -> dict:
     return {int(tp): 1e3 * float(e) for tp, e in zip(lone["tp"], lone["excess_s"])}
 
 
-def whole_request_plateau(meas: pd.DataFrame, params: ModelParams, deployment: str = "TP2 x 1",
-                          concurrency: int = 32, reserves_gib=None) -> dict:
+def whole_request_plateau(
+    meas: pd.DataFrame,
+    params: ModelParams,
+    deployment: str = "TP2 x 1",
+    concurrency: int = 32,
+    reserves_gib=None,
+) -> dict:
     """The measured plateau of one deployment read as a whole number of requests (chapters 08 and 10).
 
     Replays the measured point with the memory reserve at each of
@@ -222,23 +267,34 @@ def whole_request_plateau(meas: pd.DataFrame, params: ModelParams, deployment: s
     if reserves_gib is None:
         reserves_gib = np.round(params.memory_reserve_gib + np.arange(-7, 2) / 10, 1)
     table = stepsim.reserve_staircase(model, gpu, isl, osl, lay, concurrency, prof, params, reserves_gib)
-    calibrated = stepsim.reserve_staircase(model, gpu, isl, osl, lay, concurrency, prof, params,
-                                           [params.memory_reserve_gib]).iloc[0]
+    calibrated = stepsim.reserve_staircase(
+        model, gpu, isl, osl, lay, concurrency, prof, params, [params.memory_reserve_gib]
+    ).iloc[0]
     clean = table[table["preemptions"] == 0]
     if clean.empty:
         raise ValueError(f"every replay of {deployment!r} preempts; no step of the staircase is clean")
-    steps = clean.groupby("peak_running").agg(replay_tok_s_per_gpu=("replay_tok_s_per_gpu", "max"),
-                                              max_reserve_gib=("reserve_gib", "max")).reset_index()
+    steps = (
+        clean.groupby("peak_running")
+        .agg(replay_tok_s_per_gpu=("replay_tok_s_per_gpu", "max"), max_reserve_gib=("reserve_gib", "max"))
+        .reset_index()
+    )
     measured = float(r["tok_s_per_gpu"])
     matched = steps.loc[(steps["replay_tok_s_per_gpu"] - measured).abs().idxmin()]
-    return {"table": table, "steps": steps, "measured": measured, "matched": matched, "calibrated": calibrated}
+    return {
+        "table": table,
+        "steps": steps,
+        "measured": measured,
+        "matched": matched,
+        "calibrated": calibrated,
+    }
 
 
 STALE_ROUTINGS = ("stale", "stale-herd")
 
 
-def stale_router_ttft(meas: pd.DataFrame, params: ModelParams, seeds: int | None = None,
-                      refresh_s: float | None = None) -> pd.DataFrame:
+def stale_router_ttft(
+    meas: pd.DataFrame, params: ModelParams, seeds: int | None = None, refresh_s: float | None = None
+) -> pd.DataFrame:
     """The llm-d pods' loaded points with a published TTFT, replayed behind each router (chapter 08).
 
     Columns: ``deployment``, ``concurrency``, ``measured_ttft_ms`` and
@@ -252,19 +308,27 @@ def stale_router_ttft(meas: pd.DataFrame, params: ModelParams, seeds: int | None
     pts = meas[meas["mean_ttft_ms"].notna() & (meas["concurrency"] > 1) & (meas["family"] == "disaggregated")]
     if pts.empty:
         raise ValueError("no loaded llm-d point with a published TTFT")
-    out = pd.DataFrame({"deployment": pts["deployment"], "concurrency": pts["concurrency"],
-                        "measured_ttft_ms": pts["mean_ttft_ms"], "measured_output_tok_s": pts["output_tok_s"]})
+    out = pd.DataFrame(
+        {
+            "deployment": pts["deployment"],
+            "concurrency": pts["concurrency"],
+            "measured_ttft_ms": pts["mean_ttft_ms"],
+            "measured_output_tok_s": pts["output_tok_s"],
+        }
+    )
     for routing in ("balanced",) + STALE_ROUTINGS:
-        rep = stepsim.replay_measurements(pts, params, seeds, routing=routing,
-                                          refresh_s=None if routing == "balanced" else refresh_s)
+        rep = stepsim.replay_measurements(
+            pts, params, seeds, routing=routing, refresh_s=None if routing == "balanced" else refresh_s
+        )
         key = routing.replace("-", "_")
         out[f"{key}_ttft_ms"] = rep["replay_ttft_ms"]
         out[f"{key}_output_tok_s"] = rep["replay_output_tok_s"]
     return out
 
 
-def stale_router_sensitivity(meas: pd.DataFrame, params: ModelParams, refreshes_s, seeds: int | None = None
-                             ) -> pd.DataFrame:
+def stale_router_sensitivity(
+    meas: pd.DataFrame, params: ModelParams, refreshes_s, seeds: int | None = None
+) -> pd.DataFrame:
     """The stale routers' replay of the llm-d pods for each scrape interval in ``refreshes_s`` (chapter 08).
 
     Covers every llm-d point at a concurrency where one of them published a
@@ -283,13 +347,26 @@ def stale_router_sensitivity(meas: pd.DataFrame, params: ModelParams, refreshes_
     runs = [("balanced", float("nan"), stepsim.replay_measurements(pts, params, seeds, routing="balanced"))]
     for routing in STALE_ROUTINGS:
         for r in refreshes_s:
-            runs.append((routing, 1e3 * float(r),
-                         stepsim.replay_measurements(pts, params, seeds, routing=routing, refresh_s=float(r))))
-    frames = [pd.DataFrame({"router": name, "refresh_ms": ms, "deployment": pts["deployment"],
-                            "concurrency": pts["concurrency"],
-                            "ttft_error": rep["replay_ttft_ms"] / pts["mean_ttft_ms"] - 1,
-                            "tok_error": rep["replay_output_tok_s"] / pts["output_tok_s"] - 1})
-              for name, ms, rep in runs]
+            runs.append(
+                (
+                    routing,
+                    1e3 * float(r),
+                    stepsim.replay_measurements(pts, params, seeds, routing=routing, refresh_s=float(r)),
+                )
+            )
+    frames = [
+        pd.DataFrame(
+            {
+                "router": name,
+                "refresh_ms": ms,
+                "deployment": pts["deployment"],
+                "concurrency": pts["concurrency"],
+                "ttft_error": rep["replay_ttft_ms"] / pts["mean_ttft_ms"] - 1,
+                "tok_error": rep["replay_output_tok_s"] / pts["output_tok_s"] - 1,
+            }
+        )
+        for name, ms, rep in runs
+    ]
     return pd.concat(frames, ignore_index=True)
 
 
@@ -300,17 +377,29 @@ def stale_router_summary(sens: pd.DataFrame) -> pd.DataFrame:
     keys = ["router", "refresh_ms"]
     sens = sens.assign(refresh_ms=sens["refresh_ms"].fillna(-1.0))  # groupby drops NaN keys
     ttft = sens.dropna(subset=["ttft_error"]).assign(
-        col=lambda d: "ttft " + d["deployment"] + " @" + d["concurrency"].astype(str))
+        col=lambda d: "ttft " + d["deployment"] + " @" + d["concurrency"].astype(str)
+    )
     wide = ttft.pivot_table(index=keys, columns="col", values="ttft_error", sort=False)
-    tok = sens.groupby(keys + ["concurrency"], sort=False)["tok_error"].agg(["min", "max"]).unstack("concurrency")
+    tok = (
+        sens.groupby(keys + ["concurrency"], sort=False)["tok_error"]
+        .agg(["min", "max"])
+        .unstack("concurrency")
+    )
     tok.columns = [f"tok {stat} @{c}" for stat, c in tok.columns]
     out = wide.join(tok).reset_index()
     out["refresh_ms"] = out["refresh_ms"].where(out["refresh_ms"] >= 0)
     return out
 
 
-def opening_burst_share(meas: pd.DataFrame, params: ModelParams, deployment: str, concurrency: int,
-                        routing: str = "stale-herd", reference: str = "balanced", seeds: int | None = None) -> float:
+def opening_burst_share(
+    meas: pd.DataFrame,
+    params: ModelParams,
+    deployment: str,
+    concurrency: int,
+    routing: str = "stale-herd",
+    reference: str = "balanced",
+    seeds: int | None = None,
+) -> float:
     """Share of the extra TTFT of ``routing`` over ``reference`` that falls on the runs' first C requests.
 
     Pooled over all runs of :func:`servingmodel.stepsim.replay_runs` for each
@@ -322,13 +411,19 @@ def opening_burst_share(meas: pd.DataFrame, params: ModelParams, deployment: str
     _, model, gpu, isl, osl, lay, prof = _measured_point(meas, deployment, concurrency)
     first, total = {}, {}
     for k in (routing, reference):
-        runs = [run.ttft_by_arrival_s() for run in
-                stepsim.replay_runs(model, gpu, isl, osl, lay, concurrency, prof, params, seeds, routing=k)]
+        runs = [
+            run.ttft_by_arrival_s()
+            for run in stepsim.replay_runs(
+                model, gpu, isl, osl, lay, concurrency, prof, params, seeds, routing=k
+            )
+        ]
         first[k] = sum(t[:concurrency].sum() for t in runs) / len(runs)
         total[k] = sum(t.sum() for t in runs) / len(runs)
     extra = total[routing] - total[reference]
     if not extra > 0:
-        raise ValueError(f"{routing} adds no wait over {reference} at {deployment!r}, concurrency {concurrency}")
+        raise ValueError(
+            f"{routing} adds no wait over {reference} at {deployment!r}, concurrency {concurrency}"
+        )
     return float((first[routing] - first[reference]) / extra)
 
 
@@ -359,7 +454,9 @@ def _summary_row(summary: pd.DataFrame, router: str, refresh_ms):
     at = summary["refresh_ms"].isna() if refresh_ms is None else np.isclose(summary["refresh_ms"], refresh_ms)
     rows = summary[(summary["router"] == router) & at]
     if len(rows) != 1:
-        raise ValueError(f"expected one row for router {router!r} at interval {refresh_ms} ms, found {len(rows)}")
+        raise ValueError(
+            f"expected one row for router {router!r} at interval {refresh_ms} ms, found {len(rows)}"
+        )
     return rows.iloc[0]
 
 
@@ -372,11 +469,17 @@ def stale_router_throughput_shift(sens: pd.DataFrame, concurrency: int) -> pd.Da
     base = at[at["router"] == "balanced"].set_index("deployment")["tok_error"]
     stale = at[at["router"] != "balanced"]
     shift = stale["tok_error"].to_numpy() - base.loc[stale["deployment"]].to_numpy()
-    return stale.assign(shift=shift).groupby(["router", "refresh_ms"], sort=False)["shift"] \
-        .agg(["min", "max"]).reset_index()
+    return (
+        stale.assign(shift=shift)
+        .groupby(["router", "refresh_ms"], sort=False)["shift"]
+        .agg(["min", "max"])
+        .reset_index()
+    )
 
 
-def router_throughput_by_load(meas: pd.DataFrame, params: ModelParams, seeds: int | None = None) -> pd.DataFrame:
+def router_throughput_by_load(
+    meas: pd.DataFrame, params: ModelParams, seeds: int | None = None
+) -> pd.DataFrame:
     """Throughput error of the step replay on every llm-d point, behind each router, by concurrency (chapter 08).
 
     One row per router (``balanced``, ``stale``, ``stale-herd`` at the default
@@ -391,8 +494,19 @@ def router_throughput_by_load(meas: pd.DataFrame, params: ModelParams, seeds: in
     frames = []
     for routing in ("balanced",) + STALE_ROUTINGS:
         rep = stepsim.replay_measurements(pts, params, seeds, routing=routing)
-        frames.append(pd.DataFrame({"router": routing, "concurrency": pts["concurrency"],
-                                    "error": rep["replay_output_tok_s"] / pts["output_tok_s"] - 1}))
+        frames.append(
+            pd.DataFrame(
+                {
+                    "router": routing,
+                    "concurrency": pts["concurrency"],
+                    "error": rep["replay_output_tok_s"] / pts["output_tok_s"] - 1,
+                }
+            )
+        )
     both = pd.concat(frames, ignore_index=True)
-    return both.groupby(["router", "concurrency"], sort=False)["error"].agg(["median", "min", "max", "size"]) \
-        .rename(columns={"size": "n"}).reset_index()
+    return (
+        both.groupby(["router", "concurrency"], sort=False)["error"]
+        .agg(["median", "min", "max", "size"])
+        .rename(columns={"size": "n"})
+        .reset_index()
+    )

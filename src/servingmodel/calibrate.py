@@ -57,8 +57,12 @@ def parameter_bounds() -> tuple[np.ndarray, np.ndarray]:
 UNSERVED_RESIDUAL = 10.0  # log error charged to a point the model cannot serve (about a factor of 22 000)
 
 
-def residuals(pred: pd.DataFrame, meas: pd.DataFrame, latency_weight: float = LATENCY_WEIGHT,
-              ttft_weight: float = TTFT_WEIGHT) -> np.ndarray:
+def residuals(
+    pred: pd.DataFrame,
+    meas: pd.DataFrame,
+    latency_weight: float = LATENCY_WEIGHT,
+    ttft_weight: float = TTFT_WEIGHT,
+) -> np.ndarray:
     """:func:`log_residuals` with every non-finite one replaced by :data:`UNSERVED_RESIDUAL`.
 
     The optimiser must be able to step through parameters at which a
@@ -70,14 +74,22 @@ def residuals(pred: pd.DataFrame, meas: pd.DataFrame, latency_weight: float = LA
     return np.where(np.isfinite(out), out, UNSERVED_RESIDUAL)
 
 
-def unserved_residuals(pred: pd.DataFrame, meas: pd.DataFrame, latency_weight: float = LATENCY_WEIGHT,
-                       ttft_weight: float = TTFT_WEIGHT) -> int:
+def unserved_residuals(
+    pred: pd.DataFrame,
+    meas: pd.DataFrame,
+    latency_weight: float = LATENCY_WEIGHT,
+    ttft_weight: float = TTFT_WEIGHT,
+) -> int:
     """How many of :func:`log_residuals` the model could not compute (a zero or missing prediction)."""
     return int(np.sum(~np.isfinite(log_residuals(pred, meas, latency_weight, ttft_weight))))
 
 
-def log_residuals(pred: pd.DataFrame, meas: pd.DataFrame, latency_weight: float = LATENCY_WEIGHT,
-                  ttft_weight: float = TTFT_WEIGHT) -> np.ndarray:
+def log_residuals(
+    pred: pd.DataFrame,
+    meas: pd.DataFrame,
+    latency_weight: float = LATENCY_WEIGHT,
+    ttft_weight: float = TTFT_WEIGHT,
+) -> np.ndarray:
     """Log residuals: one per throughput point, one per measured TPOT, one per TTFT measured at concurrency 1.
 
     Non-finite where the model cannot serve a point (see :func:`residuals`).
@@ -85,8 +97,10 @@ def log_residuals(pred: pd.DataFrame, meas: pd.DataFrame, latency_weight: float 
     lone = (meas["concurrency"] == 1).to_numpy()
     with np.errstate(divide="ignore", invalid="ignore"):
         r = [np.log(pred["pred_output_tok_s"].to_numpy(float) / meas["output_tok_s"].to_numpy(float))]
-        for p, m, w, only in (("pred_tpot_ms", "mean_tpot_ms", latency_weight, None),
-                              ("pred_ttft_ms", "mean_ttft_ms", ttft_weight, lone)):
+        for p, m, w, only in (
+            ("pred_tpot_ms", "mean_tpot_ms", latency_weight, None),
+            ("pred_ttft_ms", "mean_ttft_ms", ttft_weight, lone),
+        ):
             if w > 0:
                 has = meas[m].notna().to_numpy() if only is None else meas[m].notna().to_numpy() & only
                 r.append(w * np.log(pred[p].to_numpy(float)[has] / meas[m].to_numpy(float)[has]))
@@ -96,7 +110,9 @@ def log_residuals(pred: pd.DataFrame, meas: pd.DataFrame, latency_weight: float 
 def sourced_priors() -> dict:
     """Name -> (mean, standard deviation) of every fitted parameter with a prior in ``data/parameters.csv``."""
     facts = parameter_facts()
-    return {n: (facts[n].nominal, facts[n].prior_sd) for n in FITTED_PARAMETERS if facts[n].prior_sd is not None}
+    return {
+        n: (facts[n].nominal, facts[n].prior_sd) for n in FITTED_PARAMETERS if facts[n].prior_sd is not None
+    }
 
 
 def prior_residuals(x, priors: dict, noise: float) -> np.ndarray:
@@ -109,7 +125,9 @@ def prior_residuals(x, priors: dict, noise: float) -> np.ndarray:
     values = dict(zip(FITTED_PARAMETERS, x))
     unknown = sorted(set(priors) - set(FITTED_PARAMETERS))
     if unknown:
-        raise ValueError(f"prior on unknown parameter(s) {unknown}; fitted ones: {', '.join(FITTED_PARAMETERS)}")
+        raise ValueError(
+            f"prior on unknown parameter(s) {unknown}; fitted ones: {', '.join(FITTED_PARAMETERS)}"
+        )
     out = []
     for name, (mean, sd) in priors.items():
         if not (np.isfinite(sd) and sd > 0):
@@ -118,9 +136,14 @@ def prior_residuals(x, priors: dict, noise: float) -> np.ndarray:
     return np.array(out, float)
 
 
-def fit(meas: pd.DataFrame, start: ModelParams | None = None, features: Features = Features(),
-        latency_weight: float = LATENCY_WEIGHT, ttft_weight: float = TTFT_WEIGHT,
-        priors: dict | None = None) -> FitResult:
+def fit(
+    meas: pd.DataFrame,
+    start: ModelParams | None = None,
+    features: Features = Features(),
+    latency_weight: float = LATENCY_WEIGHT,
+    ttft_weight: float = TTFT_WEIGHT,
+    priors: dict | None = None,
+) -> FitResult:
     """Fit the global parameters (:data:`FITTED_PARAMETERS`) to the measurements ``meas`` (deterministic).
 
     ``priors`` maps a parameter to (mean, sd); None takes the sourced ones
@@ -138,19 +161,24 @@ def fit(meas: pd.DataFrame, start: ModelParams | None = None, features: Features
         return residuals(predict_measurements(meas, p, features), meas, latency_weight, ttft_weight)
 
     def solve(fun, z0):
-        return least_squares(fun, z0, bounds=(0.0, 1.0), x_scale=1.0, diff_step=1e-4, xtol=1e-10, ftol=1e-10,
-                             method="trf")
+        return least_squares(
+            fun, z0, bounds=(0.0, 1.0), x_scale=1.0, diff_step=1e-4, xtol=1e-10, ftol=1e-10, method="trf"
+        )
 
     z0 = np.clip((start.fitted_vector() - lo) / scale, 0.02, 0.98)
     sol = solve(data_residuals, z0)
     n_data = sol.fun.size
     noise = float(np.sqrt(2 * sol.cost / max(n_data - len(z0), 1)))
     if priors:
-        sol = solve(lambda z: np.concatenate([data_residuals(z), prior_residuals(lo + z * scale, priors, noise)]),
-                    sol.x)
+        sol = solve(
+            lambda z: np.concatenate([data_residuals(z), prior_residuals(lo + z * scale, priors, noise)]),
+            sol.x,
+        )
     x = lo + sol.x * scale
     params = start.with_fitted(x)
-    unserved = unserved_residuals(predict_measurements(meas, params, features), meas, latency_weight, ttft_weight)
+    unserved = unserved_residuals(
+        predict_measurements(meas, params, features), meas, latency_weight, ttft_weight
+    )
     dof = max(n_data - len(x), 1)
     s2 = 2 * sol.cost / dof
     jac = sol.jac / scale[None, :]
@@ -159,9 +187,21 @@ def fit(meas: pd.DataFrame, start: ModelParams | None = None, features: Features
         err = np.sqrt(np.clip(np.diag(cov), 0, None))
     except np.linalg.LinAlgError:
         err = np.full(len(x), np.nan)
-    at_bound = tuple(n for n, z in zip(FITTED_PARAMETERS, sol.x) if z < BOUND_TOLERANCE or z > 1 - BOUND_TOLERANCE)
-    return FitResult(params, dict(zip(FITTED_PARAMETERS, err)), at_bound, float(sol.cost), int(n_data),
-                     int(sol.nfev), bool(sol.success), noise, priors, unserved)
+    at_bound = tuple(
+        n for n, z in zip(FITTED_PARAMETERS, sol.x) if z < BOUND_TOLERANCE or z > 1 - BOUND_TOLERANCE
+    )
+    return FitResult(
+        params,
+        dict(zip(FITTED_PARAMETERS, err)),
+        at_bound,
+        float(sol.cost),
+        int(n_data),
+        int(sol.nfev),
+        bool(sol.success),
+        noise,
+        priors,
+        unserved,
+    )
 
 
 def parameter_table(result: FitResult) -> pd.DataFrame:
@@ -170,9 +210,18 @@ def parameter_table(result: FitResult) -> pd.DataFrame:
     rows = []
     for n in FITTED_PARAMETERS:
         f = facts[n]
-        rows.append({"parameter": n, "unit": f.unit, "nominal": f.nominal, "low": f.low, "high": f.high,
-                     "fitted": getattr(result.params, n), "stderr": result.stderr[n],
-                     "at_bound": n in result.at_bound})
+        rows.append(
+            {
+                "parameter": n,
+                "unit": f.unit,
+                "nominal": f.nominal,
+                "low": f.low,
+                "high": f.high,
+                "fitted": getattr(result.params, n),
+                "stderr": result.stderr[n],
+                "at_bound": n in result.at_bound,
+            }
+        )
     return pd.DataFrame(rows)
 
 
@@ -182,8 +231,12 @@ def throughput_errors(meas: pd.DataFrame, params: ModelParams) -> np.ndarray:
     return np.abs(pred["pred_output_tok_s"].to_numpy(float) / meas["output_tok_s"].to_numpy(float) - 1)
 
 
-def cross_validate(meas: pd.DataFrame, start: ModelParams | None = None,
-                   latency_weight: float = LATENCY_WEIGHT, priors: dict | None = None) -> pd.DataFrame:
+def cross_validate(
+    meas: pd.DataFrame,
+    start: ModelParams | None = None,
+    latency_weight: float = LATENCY_WEIGHT,
+    priors: dict | None = None,
+) -> pd.DataFrame:
     """Leave one family out: refit without it, then predict it. One row per held-out family.
 
     Columns: ``held_out``, ``points``, ``median_abs_rel_err`` and ``p90_abs_rel_err``
@@ -200,9 +253,14 @@ def cross_validate(meas: pd.DataFrame, start: ModelParams | None = None,
         res = fit(train, start, latency_weight=latency_weight, priors=priors)
         err = throughput_errors(test, res.params)
         held_out_unserved = unserved_residuals(predict_measurements(test, res.params), test, latency_weight)
-        row = {"held_out": fam, "points": len(test), "median_abs_rel_err": float(np.median(err)),
-               "p90_abs_rel_err": float(np.quantile(err, 0.9)), "at_bound": ", ".join(res.at_bound),
-               "unserved": res.unserved + held_out_unserved}
+        row = {
+            "held_out": fam,
+            "points": len(test),
+            "median_abs_rel_err": float(np.median(err)),
+            "p90_abs_rel_err": float(np.quantile(err, 0.9)),
+            "at_bound": ", ".join(res.at_bound),
+            "unserved": res.unserved + held_out_unserved,
+        }
         for n in FITTED_PARAMETERS:
             row[n] = getattr(res.params, n)
             row[n + "_stderr"] = res.stderr[n]
@@ -210,8 +268,9 @@ def cross_validate(meas: pd.DataFrame, start: ModelParams | None = None,
     return pd.DataFrame(rows)
 
 
-def held_out_with(meas: pd.DataFrame, cv: pd.DataFrame, family: str, start: ModelParams | None = None,
-                  **overrides) -> float:
+def held_out_with(
+    meas: pd.DataFrame, cv: pd.DataFrame, family: str, start: ModelParams | None = None, **overrides
+) -> float:
     """Median |error| on held-out ``family`` with its refit parameters (from :func:`cross_validate`'s ``cv``)
     except ``overrides`` (name=value): how much of a held-out miss one parameter's value carries."""
     rows = cv[cv["held_out"] == family]
@@ -219,14 +278,19 @@ def held_out_with(meas: pd.DataFrame, cv: pd.DataFrame, family: str, start: Mode
         raise ValueError(f"cv has no single row for family {family!r}; held out: {', '.join(cv['held_out'])}")
     unknown = sorted(set(overrides) - set(FITTED_PARAMETERS))
     if unknown:
-        raise ValueError(f"unknown fitted parameter(s) {unknown}; fitted ones: {', '.join(FITTED_PARAMETERS)}")
-    params = (start or ModelParams.nominal()).with_fitted(rows.iloc[0][list(FITTED_PARAMETERS)].to_numpy(float))
+        raise ValueError(
+            f"unknown fitted parameter(s) {unknown}; fitted ones: {', '.join(FITTED_PARAMETERS)}"
+        )
+    params = (start or ModelParams.nominal()).with_fitted(
+        rows.iloc[0][list(FITTED_PARAMETERS)].to_numpy(float)
+    )
     params = dataclasses.replace(params, **{k: float(v) for k, v in overrides.items()})
     return float(np.median(throughput_errors(meas[meas["family"] == family], params)))
 
 
-def prior_sensitivity(meas: pd.DataFrame, family: str, name: str, sds, start: ModelParams | None = None
-                      ) -> pd.DataFrame:
+def prior_sensitivity(
+    meas: pd.DataFrame, family: str, name: str, sds, start: ModelParams | None = None
+) -> pd.DataFrame:
     """Hold ``family`` out and refit with a prior on ``name`` of each standard deviation in ``sds``.
 
     The prior's mean is the sourced nominal value; ``np.inf`` means no prior.
@@ -243,8 +307,15 @@ def prior_sensitivity(meas: pd.DataFrame, family: str, name: str, sds, start: Mo
     for sd in sds:
         res = fit(train, start, priors={} if np.isinf(sd) else {name: (mean, float(sd))})
         err = throughput_errors(test, res.params)
-        rows.append({"prior_sd": float(sd), "value": getattr(res.params, name), "stderr": res.stderr[name],
-                     "median_abs_rel_err": float(np.median(err)), "p90_abs_rel_err": float(np.quantile(err, 0.9))})
+        rows.append(
+            {
+                "prior_sd": float(sd),
+                "value": getattr(res.params, name),
+                "stderr": res.stderr[name],
+                "median_abs_rel_err": float(np.median(err)),
+                "p90_abs_rel_err": float(np.quantile(err, 0.9)),
+            }
+        )
     return pd.DataFrame(rows)
 
 
@@ -278,7 +349,9 @@ def calibrated_params(path=None) -> ModelParams:
         raise SpecError(f"{path}: no calibrated parameters; run `make calibrate`") from None
     for col in ("parameter", "fitted"):
         if col not in table.columns:
-            raise SpecError(f"{path}: no column {col!r} (columns: {list(table.columns)}); run `make calibrate`")
+            raise SpecError(
+                f"{path}: no column {col!r} (columns: {list(table.columns)}); run `make calibrate`"
+            )
     facts = parameter_facts()
     values = {}
     for i, (name, text) in enumerate(zip(table["parameter"], table["fitted"])):
@@ -290,8 +363,10 @@ def calibrated_params(path=None) -> ModelParams:
         except ValueError:
             raise SpecError(f"{path}, row {row}, column 'fitted': {text!r} is not a number") from None
         if name in facts and not facts[name].low <= v <= facts[name].high:
-            raise SpecError(f"{path}, row {row}: {name} = {v} is outside its plausible range "
-                            f"[{facts[name].low}, {facts[name].high}]; run `make calibrate`")
+            raise SpecError(
+                f"{path}, row {row}: {name} = {v} is outside its plausible range "
+                f"[{facts[name].low}, {facts[name].high}]; run `make calibrate`"
+            )
         values[name] = v
     missing = [n for n in FITTED_PARAMETERS if n not in values]
     if missing:

@@ -19,8 +19,18 @@ import numpy as np
 import pandas as pd
 
 from . import kvcache
-from .specs import (SpecError, UnknownNameError, constant, dtypes, get_gpu, get_model, get_profile, gpu_names,
-                    model_names, profiles)
+from .specs import (
+    SpecError,
+    UnknownNameError,
+    constant,
+    dtypes,
+    get_gpu,
+    get_model,
+    get_profile,
+    gpu_names,
+    model_names,
+    profiles,
+)
 
 EXIT_OK = 0
 EXIT_FAILURE = 1  # the command could not run (e.g. no calibrated parameters, unwritable output)
@@ -29,18 +39,36 @@ EXIT_BAD_INPUT = 2  # bad command line or input file; nothing is written
 DEFAULT_PROFILE = "llm-d-modelservice"
 KINDS = ("aggregated", "disaggregated")
 REQUIRED = ("model", "gpu", "tp", "isl", "osl")
-OPTIONAL = ("replicas", "concurrency", "weight_dtype", "kv_dtype", "kind", "p_tp", "p_replicas", "d_tp",
-            "d_replicas", "profile")
+OPTIONAL = (
+    "replicas",
+    "concurrency",
+    "weight_dtype",
+    "kv_dtype",
+    "kind",
+    "p_tp",
+    "p_replicas",
+    "d_tp",
+    "d_replicas",
+    "profile",
+)
 PD_COLUMNS = ("p_tp", "p_replicas", "d_tp", "d_replicas")
 LAYOUT_COLUMNS = ("tp", "replicas", *PD_COLUMNS)
 TP_COLUMNS = ("tp", "p_tp", "d_tp")
-OUTPUT_COLUMNS = ("concurrency_used", "pred_output_tok_s", "pred_tok_s_per_gpu", "pred_tok_s_per_user",
-                  "pred_ttft_ms", "pred_tpot_ms", "pred_max_batch", "status")
+OUTPUT_COLUMNS = (
+    "concurrency_used",
+    "pred_output_tok_s",
+    "pred_tok_s_per_gpu",
+    "pred_tok_s_per_user",
+    "pred_ttft_ms",
+    "pred_tpot_ms",
+    "pred_max_batch",
+    "status",
+)
 REPLAY_COLUMN = "ttft_model"  # added after pred_ttft_ms by --replay
 MAX_REPORTED = 20
 # Every whole number up to 2**53 is exactly a float (53-bit significand); larger counts would be rounded
 # silently, and overflow the 64-bit integers of the output.
-MAX_WHOLE = 2 ** sys.float_info.mant_dig
+MAX_WHOLE = 2**sys.float_info.mant_dig
 
 INPUT_HELP = f"""\
 input columns (header row required; names case-insensitive, surrounding spaces ignored, each
@@ -141,8 +169,10 @@ def _parse_number(text: str, *, whole: bool, minimum: float):
     if d <= 0:
         return None, f"must be positive, got {text!r}"
     if whole and d > MAX_WHOLE:
-        return None, (f"{text!r} is too large: whole numbers must be at most 2**53 = {MAX_WHOLE}, beyond which "
-                      f"they are not exact")
+        return None, (
+            f"{text!r} is too large: whole numbers must be at most 2**53 = {MAX_WHOLE}, beyond which "
+            f"they are not exact"
+        )
     if whole and d != d.to_integral_value():
         return None, f"must be a whole number, got {text!r}"
     if d < minimum:
@@ -185,15 +215,22 @@ def _read_input(path: str, name: str | None = None) -> tuple[pd.DataFrame, list[
     if not records:
         raise InputError([f"{path}: empty file (a header row is required)"])
     header = records[0]
-    ragged = [f"{name}, row {line}: {len(rec)} fields, but the header (row {lines[0]}) has {len(header)}"
-              for rec, line in zip(records[1:], lines[1:]) if len(rec) != len(header)]
+    ragged = [
+        f"{name}, row {line}: {len(rec)} fields, but the header (row {lines[0]}) has {len(header)}"
+        for rec, line in zip(records[1:], lines[1:])
+        if len(rec) != len(header)
+    ]
     if ragged:
         raise InputError(ragged)
     return pd.DataFrame(records[1:], columns=header, dtype=str), lines
 
 
-def parse_rows(df: pd.DataFrame, name: str = "input", lines: list[int] | None = None,
-               reserved: tuple[str, ...] = OUTPUT_COLUMNS) -> list[dict]:
+def parse_rows(
+    df: pd.DataFrame,
+    name: str = "input",
+    lines: list[int] | None = None,
+    reserved: tuple[str, ...] = OUTPUT_COLUMNS,
+) -> list[dict]:
     """Validate every row; return one parsed record per row or raise :class:`InputError` listing all problems.
 
     ``lines`` gives the row number of the header and of each row in the file
@@ -206,20 +243,30 @@ def parse_rows(df: pd.DataFrame, name: str = "input", lines: list[int] | None = 
     seen: dict = {}
     for k, c in enumerate(df.columns):
         seen.setdefault(str(c).strip().lower(), []).append(k)
-    dup = [f"{name}, row {head}: column name {key!r} appears {len(ks)} times (columns "
-           f"{', '.join(str(k + 1) for k in ks)}: {', '.join(repr(str(df.columns[k])) for k in ks)}); names match "
-           f"case-insensitively, without surrounding spaces, and each may appear only once"
-           for key, ks in seen.items() if len(ks) > 1]
+    dup = [
+        f"{name}, row {head}: column name {key!r} appears {len(ks)} times (columns "
+        f"{', '.join(str(k + 1) for k in ks)}: {', '.join(repr(str(df.columns[k])) for k in ks)}); names match "
+        f"case-insensitively, without surrounding spaces, and each may appear only once"
+        for key, ks in seen.items()
+        if len(ks) > 1
+    ]
     if dup:
         raise InputError(dup)
     cols = {key: ks[0] for key, ks in seen.items()}  # lower-case name -> position
     missing = [c for c in REQUIRED if c not in cols]
     if missing:
-        raise InputError([f"{_where(name, head, c)}: required column missing (header has "
-                          f"{[str(c) for c in df.columns]})" for c in missing])
+        raise InputError(
+            [
+                f"{_where(name, head, c)}: required column missing (header has "
+                f"{[str(c) for c in df.columns]})"
+                for c in missing
+            ]
+        )
     clash = [c for c in reserved if c in cols]
     if clash:
-        raise InputError([f"{_where(name, head, c)}: the input already has output column {c!r}" for c in clash])
+        raise InputError(
+            [f"{_where(name, head, c)}: the input already has output column {c!r}" for c in clash]
+        )
     problems, unknown, out = [], {}, []
     max_seqs = constant("max_num_seqs")
 
@@ -263,7 +310,12 @@ def parse_rows(df: pd.DataFrame, name: str = "input", lines: list[int] | None = 
                 continue
             v, err = _parse_number(text, whole=True, minimum=2 if c == "osl" else 1)
             if err:
-                bad(c, err if used else f"{err} (the column is ignored on {kind} rows, but a value must be valid)")
+                bad(
+                    c,
+                    err
+                    if used
+                    else f"{err} (the column is ignored on {kind} rows, but a value must be valid)",
+                )
             if used:
                 rec[c] = v
         text = cell(r, "concurrency")
@@ -277,21 +329,30 @@ def parse_rows(df: pd.DataFrame, name: str = "input", lines: list[int] | None = 
             c = "d_replicas" if kind == "disaggregated" else "replicas"
             n = rec.get(c)
             if isinstance(n, int) and n * max_seqs > MAX_WHOLE:
-                bad(c, f"{n} instances are too many for an empty concurrency: the maximum-throughput concurrency "
-                       f"ceil({c} x max_batch), with max_batch up to max_num_seqs = {max_seqs:g} "
-                       f"(data/parameters.csv), could exceed 2**53 = {MAX_WHOLE}; give a concurrency")
+                bad(
+                    c,
+                    f"{n} instances are too many for an empty concurrency: the maximum-throughput concurrency "
+                    f"ceil({c} x max_batch), with max_batch up to max_num_seqs = {max_seqs:g} "
+                    f"(data/parameters.csv), could exceed 2**53 = {MAX_WHOLE}; give a concurrency",
+                )
         model, gpu = rec.get("model"), rec.get("gpu")
         for c in TP_COLUMNS:
             t = rec.get(c) if c in layout_cols else None
             if not isinstance(t, int):
                 continue
             if model is not None and model.num_heads % t:
-                bad(c, f"tensor-parallel size {t} must divide the {model.num_heads} attention heads of "
-                       f"{model.name}")
+                bad(
+                    c,
+                    f"tensor-parallel size {t} must divide the {model.num_heads} attention heads of "
+                    f"{model.name}",
+                )
             if gpu is not None and t > gpu.gpus_per_node:
-                bad(c, f"tensor-parallel size {t} exceeds the {gpu.gpus_per_node} GPUs of one {gpu.name} node "
-                       f"(gpus_per_node, data/gpus.csv): a tensor-parallel group must stay inside one node, as "
-                       f"the model has no inter-node links")
+                bad(
+                    c,
+                    f"tensor-parallel size {t} exceeds the {gpu.gpus_per_node} GPUs of one {gpu.name} node "
+                    f"(gpus_per_node, data/gpus.csv): a tensor-parallel group must stay inside one node, as "
+                    f"the model has no inter-node links",
+                )
         out.append(rec)
     names = []  # unknown names first: their message lists the known ones
     for (c, _), (msg, rows) in unknown.items():
@@ -308,8 +369,10 @@ def context_reason(rec: dict) -> str | None:
     model, total = rec["model"], rec["isl"] + rec["osl"]
     if total <= model.max_context:
         return None
-    return (f"{model.name} accepts at most {model.max_context} tokens of context (max_context, data/models.csv), "
-            f"fewer than one request of isl + osl = {total} tokens")
+    return (
+        f"{model.name} accepts at most {model.max_context} tokens of context (max_context, data/models.csv), "
+        f"fewer than one request of isl + osl = {total} tokens"
+    )
 
 
 def _with_long_run_ceiling(df: pd.DataFrame, unset: np.ndarray, ceiling: np.ndarray) -> pd.DataFrame:
@@ -344,7 +407,13 @@ def predict_rows(records: list[dict], params) -> pd.DataFrame:
         if reason:
             status[i] = reason
         elif rec["kind"] == "aggregated":
-            key = (rec["model"].name, rec["gpu"].name, rec["profile"].name, rec["weight_dtype"], rec["kv_dtype"])
+            key = (
+                rec["model"].name,
+                rec["gpu"].name,
+                rec["profile"].name,
+                rec["weight_dtype"],
+                rec["kv_dtype"],
+            )
             groups.setdefault(key, []).append(i)
     for idx in groups.values():
         first = records[idx[0]]
@@ -353,29 +422,64 @@ def predict_rows(records: list[dict], params) -> pd.DataFrame:
             return np.array([np.nan if records[i][c] is None else records[i][c] for i in rows], float)
 
         common = dict(weight_dtype=first["weight_dtype"], kv_dtype=first["kv_dtype"])
-        df = whatif.sweep(first["model"], first["gpu"], first["profile"], params, tp=get("tp"),
-                          replicas=get("replicas"), concurrency=get("concurrency"), isl=get("isl"), osl=get("osl"),
-                          **common)
+        df = whatif.sweep(
+            first["model"],
+            first["gpu"],
+            first["profile"],
+            params,
+            tp=get("tp"),
+            replicas=get("replicas"),
+            concurrency=get("concurrency"),
+            isl=get("isl"),
+            osl=get("osl"),
+            **common,
+        )
         unset = np.array([records[i]["concurrency"] is None for i in idx])
         if unset.any():
             rows = [i for i, u in zip(idx, unset) if u]
-            ceiling = whatif.long_run_ceiling(first["model"], first["gpu"], first["profile"], params,
-                                              tp=get("tp", rows), replicas=get("replicas", rows), isl=get("isl", rows),
-                                              osl=get("osl", rows), **common)
+            ceiling = whatif.long_run_ceiling(
+                first["model"],
+                first["gpu"],
+                first["profile"],
+                params,
+                tp=get("tp", rows),
+                replicas=get("replicas", rows),
+                isl=get("isl", rows),
+                osl=get("osl", rows),
+                **common,
+            )
             df = _with_long_run_ceiling(df, unset, ceiling)
         _store(res, status, idx, df, records, params)
     for i, rec in enumerate(records):
         if rec["kind"] != "disaggregated" or status[i] != "ok":
             continue
-        lay = dict(p_tp=rec["p_tp"], p_replicas=rec["p_replicas"], d_tp=rec["d_tp"], d_replicas=rec["d_replicas"],
-                   isl=rec["isl"], osl=rec["osl"], weight_dtype=rec["weight_dtype"], kv_dtype=rec["kv_dtype"])
-        df = whatif.sweep_disaggregated(rec["model"], rec["gpu"], rec["profile"], params,
-                                        concurrency=np.nan if rec["concurrency"] is None else rec["concurrency"], **lay)
+        lay = dict(
+            p_tp=rec["p_tp"],
+            p_replicas=rec["p_replicas"],
+            d_tp=rec["d_tp"],
+            d_replicas=rec["d_replicas"],
+            isl=rec["isl"],
+            osl=rec["osl"],
+            weight_dtype=rec["weight_dtype"],
+            kv_dtype=rec["kv_dtype"],
+        )
+        df = whatif.sweep_disaggregated(
+            rec["model"],
+            rec["gpu"],
+            rec["profile"],
+            params,
+            concurrency=np.nan if rec["concurrency"] is None else rec["concurrency"],
+            **lay,
+        )
         if rec["concurrency"] is None:
-            ceiling = whatif.long_run_ceiling_disaggregated(rec["model"], rec["gpu"], rec["profile"], params, **lay)
+            ceiling = whatif.long_run_ceiling_disaggregated(
+                rec["model"], rec["gpu"], rec["profile"], params, **lay
+            )
             df = _with_long_run_ceiling(df, np.array([True]), ceiling)
         _store(res, status, [i], df, records, params)
-    res["concurrency_used"] = res["concurrency_used"].astype("Int64")  # a count: written exactly, not to 6 digits
+    res["concurrency_used"] = res["concurrency_used"].astype(
+        "Int64"
+    )  # a count: written exactly, not to 6 digits
     res["status"] = status
     return res
 
@@ -383,9 +487,14 @@ def predict_rows(records: list[dict], params) -> pd.DataFrame:
 def _store(res, status, idx, df, records, params) -> None:
     from . import whatif
 
-    cols = {"pred_output_tok_s": "output_tok_s", "pred_tok_s_per_gpu": "tok_s_per_gpu",
-            "pred_tok_s_per_user": "tok_s_per_user", "pred_ttft_ms": "ttft_ms", "pred_tpot_ms": "tpot_ms",
-            "pred_max_batch": "max_batch"}
+    cols = {
+        "pred_output_tok_s": "output_tok_s",
+        "pred_tok_s_per_gpu": "tok_s_per_gpu",
+        "pred_tok_s_per_user": "tok_s_per_user",
+        "pred_ttft_ms": "ttft_ms",
+        "pred_tpot_ms": "tpot_ms",
+        "pred_max_batch": "max_batch",
+    }
     for k, i in enumerate(idx):
         d = df.iloc[k]
         if not bool(d["fits"]) or not np.isfinite(d["output_tok_s"]):
@@ -397,8 +506,16 @@ def _store(res, status, idx, df, records, params) -> None:
             reason = None
             for tp, osl in checks:
                 reason = reason or whatif.insufficient_memory_reason(
-                    rec["model"], rec["gpu"], rec["profile"], params, tp=tp, isl=rec["isl"], osl=osl,
-                    weight_dtype=rec["weight_dtype"], kv_dtype=rec["kv_dtype"])
+                    rec["model"],
+                    rec["gpu"],
+                    rec["profile"],
+                    params,
+                    tp=tp,
+                    isl=rec["isl"],
+                    osl=osl,
+                    weight_dtype=rec["weight_dtype"],
+                    kv_dtype=rec["kv_dtype"],
+                )
             status[i] = reason or "no prediction: the model returned no finite throughput for this row"
             continue
         res.loc[i, "concurrency_used"] = float(d["concurrency"])
@@ -429,10 +546,18 @@ def replay_ttft(records: list[dict], pred: pd.DataFrame, params) -> pd.Series:
     for i, rec in enumerate(records):
         if rec["kind"] != "aggregated" or rec["concurrency"] is None or pred.loc[i, "status"] != "ok":
             continue
-        run = replay_point(rec["model"], rec["gpu"], int(rec["isl"]), int(rec["osl"]),
-                           Layout("aggregated", tp=int(rec["tp"]), replicas=int(rec["replicas"])),
-                           int(rec["concurrency"]), rec["profile"], params, weight_dtype=rec["weight_dtype"],
-                           kv_dtype=rec["kv_dtype"])
+        run = replay_point(
+            rec["model"],
+            rec["gpu"],
+            int(rec["isl"]),
+            int(rec["osl"]),
+            Layout("aggregated", tp=int(rec["tp"]), replicas=int(rec["replicas"])),
+            int(rec["concurrency"]),
+            rec["profile"],
+            params,
+            weight_dtype=rec["weight_dtype"],
+            kv_dtype=rec["kv_dtype"],
+        )
         pred.loc[i, "pred_ttft_ms"] = run.mean_ttft_s * 1e3
         source[i] = "replay"
     return source
@@ -448,7 +573,9 @@ def cmd_predict(args) -> int:
     params = calibrated_params()
     pred = predict_rows(records, params)
     if args.replay:
-        pred.insert(pred.columns.get_loc("pred_ttft_ms") + 1, REPLAY_COLUMN, replay_ttft(records, pred, params))
+        pred.insert(
+            pred.columns.get_loc("pred_ttft_ms") + 1, REPLAY_COLUMN, replay_ttft(records, pred, params)
+        )
     pred.index = raw.index
     _write(pd.concat([raw, pred], axis=1), args.output)
     return EXIT_OK
@@ -458,14 +585,23 @@ def cmd_reproduce(args) -> int:
     from .calibrate import calibrated_params
     from .fullmodel import PRED_COLUMNS, predict_measurements
     from .measurements import load_measurements
-
     from .stepsim import replay_measurements, with_replayed_ttft
 
     meas = load_measurements()
     params = calibrated_params()
     pred = with_replayed_ttft(predict_measurements(meas, params), replay_measurements(meas, params))
-    keep = ["deployment", "family", "kind", "tp", "replicas", "p_tp", "p_replicas", "d_tp", "d_replicas",
-            "concurrency"]
+    keep = [
+        "deployment",
+        "family",
+        "kind",
+        "tp",
+        "replicas",
+        "p_tp",
+        "p_replicas",
+        "d_tp",
+        "d_replicas",
+        "concurrency",
+    ]
     out = pd.concat([pred[keep + PRED_COLUMNS], meas[["output_tok_s"]]], axis=1)
     _write(out, args.output, float_format=None)  # full precision: the measured values stay exact
     return EXIT_OK
@@ -475,65 +611,101 @@ def cmd_profiles(args) -> int:
     for name, p in sorted(profiles().items()):
         routing = f"{p.routing} routing"
         host = "host penalty on" if p.host_penalty else "no host penalty"
-        print(f"{name}: {p.description} [gpu-memory-utilization {p.gpu_memory_utilization:g}, "
-              f"{p.cpu_cores:g} CPU cores, {routing}, {host}]")
+        print(
+            f"{name}: {p.description} [gpu-memory-utilization {p.gpu_memory_utilization:g}, "
+            f"{p.cpu_cores:g} CPU cores, {routing}, {host}]"
+        )
     return EXIT_OK
 
 
 def known_names_help() -> str:
     """The model, GPU and profile names the registry knows (data/), for the help."""
     try:
-        groups = (("models (or a Hugging Face id)", model_names()),
-                  ("GPUs (or a benchmark label or alias)", gpu_names()), ("profiles", sorted(profiles())))
+        groups = (
+            ("models (or a Hugging Face id)", model_names()),
+            ("GPUs (or a benchmark label or alias)", gpu_names()),
+            ("profiles", sorted(profiles())),
+        )
     except SpecError as e:
         return f"known names: unavailable ({e})"
     return "known names (case-insensitive; data/models.csv, data/gpus.csv, data/profiles.csv):\n" + "\n".join(
         textwrap.fill(", ".join(names), width=100, initial_indent=f"  {what}: ", subsequent_indent="    ")
-        for what, names in groups)
+        for what, names in groups
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:
     fmt = argparse.RawDescriptionHelpFormatter
     names = known_names_help()
     parser = argparse.ArgumentParser(
-        prog="servingmodel", formatter_class=fmt,
+        prog="servingmodel",
+        formatter_class=fmt,
         description="Predict LLM serving throughput and latency with the calibrated first-principles model.",
         epilog="commands:\n"
-               "  servingmodel predict INPUT.csv -o OUTPUT.csv   one prediction per input row\n"
-               "  servingmodel reproduce -o OUTPUT.csv           the calibrated model on every measured\n"
-               "                                                 point of the llm-d benchmark\n"
-               "  servingmodel profiles                          list the deployment profiles\n\n"
-               + INPUT_HELP + "\n\n" + names + "\n\n" + EXIT_HELP)
+        "  servingmodel predict INPUT.csv -o OUTPUT.csv   one prediction per input row\n"
+        "  servingmodel reproduce -o OUTPUT.csv           the calibrated model on every measured\n"
+        "                                                 point of the llm-d benchmark\n"
+        "  servingmodel profiles                          list the deployment profiles\n\n"
+        + INPUT_HELP
+        + "\n\n"
+        + names
+        + "\n\n"
+        + EXIT_HELP,
+    )
     sub = parser.add_subparsers(dest="command", metavar="{predict,reproduce,profiles}")
     sub.required = True
-    p = sub.add_parser("predict", formatter_class=fmt, help="predict every row of a CSV file",
-                       description="Predict every row of INPUT.csv with the calibrated model.",
-                       epilog=INPUT_HELP + "\n\n" + names + "\n\n" + EXIT_HELP)
+    p = sub.add_parser(
+        "predict",
+        formatter_class=fmt,
+        help="predict every row of a CSV file",
+        description="Predict every row of INPUT.csv with the calibrated model.",
+        epilog=INPUT_HELP + "\n\n" + names + "\n\n" + EXIT_HELP,
+    )
     p.add_argument("input", metavar="INPUT.csv", help="input CSV file ('-' reads standard input)")
-    p.add_argument("-o", "--output", metavar="OUTPUT.csv", required=True,
-                   help="output CSV file ('-' writes standard output)")
-    p.add_argument("--replay", action="store_true",
-                   help="take pred_ttft_ms from the step-level replay of the closed loop (the book's TTFT "
-                        "model, chapter 08) on aggregated rows with a concurrency, and add a column ttft_model "
-                        "(replay or mean field) after it; slower, about a second per row at high concurrency. "
-                        "Only pred_ttft_ms changes: the throughputs and pred_tpot_ms stay the mean-field "
-                        "model's, so a replayed row mixes two models and its TTFT need not be consistent with "
-                        "its per-user throughput")
+    p.add_argument(
+        "-o",
+        "--output",
+        metavar="OUTPUT.csv",
+        required=True,
+        help="output CSV file ('-' writes standard output)",
+    )
+    p.add_argument(
+        "--replay",
+        action="store_true",
+        help="take pred_ttft_ms from the step-level replay of the closed loop (the book's TTFT "
+        "model, chapter 08) on aggregated rows with a concurrency, and add a column ttft_model "
+        "(replay or mean field) after it; slower, about a second per row at high concurrency. "
+        "Only pred_ttft_ms changes: the throughputs and pred_tpot_ms stay the mean-field "
+        "model's, so a replayed row mixes two models and its TTFT need not be consistent with "
+        "its per-user throughput",
+    )
     p.set_defaults(func=cmd_predict)
-    r = sub.add_parser("reproduce", formatter_class=fmt, help="the calibrated model on every measured point",
-                       description="One row per measured point of the llm-d benchmark: the deployment columns "
-                                   "(deployment, family, kind, tp, replicas, p_tp, p_replicas, d_tp, d_replicas, "
-                                   "concurrency), the calibrated model's pred_* columns as the book's final model "
-                                   "explains them (aggregated pods with the standalone profile, the llm-d pods "
-                                   "served aggregated with the modelservice profile; throughput and TPOT from the "
-                                   "mean-field model, TTFT from the step-level replay), and the measured "
-                                   "output_tok_s.",
-                       epilog=EXIT_HELP)
-    r.add_argument("-o", "--output", metavar="OUTPUT.csv", required=True,
-                   help="output CSV file ('-' writes standard output)")
+    r = sub.add_parser(
+        "reproduce",
+        formatter_class=fmt,
+        help="the calibrated model on every measured point",
+        description="One row per measured point of the llm-d benchmark: the deployment columns "
+        "(deployment, family, kind, tp, replicas, p_tp, p_replicas, d_tp, d_replicas, "
+        "concurrency), the calibrated model's pred_* columns as the book's final model "
+        "explains them (aggregated pods with the standalone profile, the llm-d pods "
+        "served aggregated with the modelservice profile; throughput and TPOT from the "
+        "mean-field model, TTFT from the step-level replay), and the measured "
+        "output_tok_s.",
+        epilog=EXIT_HELP,
+    )
+    r.add_argument(
+        "-o",
+        "--output",
+        metavar="OUTPUT.csv",
+        required=True,
+        help="output CSV file ('-' writes standard output)",
+    )
     r.set_defaults(func=cmd_reproduce)
-    q = sub.add_parser("profiles", help="list the deployment profiles (data/profiles.csv)",
-                       description="List the deployment profiles, one line each (data/profiles.csv).")
+    q = sub.add_parser(
+        "profiles",
+        help="list the deployment profiles (data/profiles.csv)",
+        description="List the deployment profiles, one line each (data/profiles.csv).",
+    )
     q.set_defaults(func=cmd_profiles)
     return parser
 

@@ -16,7 +16,6 @@ from __future__ import annotations
 import numpy as np
 
 from . import checks
-
 from .roofline import _check_eff, weight_bytes_per_gpu
 from .specs import GpuSpec, ModelSpec, dtype_bytes
 
@@ -55,8 +54,15 @@ def decode_comm_time_s(model: ModelSpec, gpu: GpuSpec, tp, batch, latency_s: flo
     return allreduces_per_step(model) * allreduce_time_s(tp, msg, gpu, latency_s, link_efficiency)
 
 
-def prefill_comm_time_s(model: ModelSpec, gpu: GpuSpec, tp, isl, max_num_batched_tokens: int, latency_s: float,
-                        link_efficiency: float):
+def prefill_comm_time_s(
+    model: ModelSpec,
+    gpu: GpuSpec,
+    tp,
+    isl,
+    max_num_batched_tokens: int,
+    latency_s: float,
+    link_efficiency: float,
+):
     """All-reduce time of one chunked prefill: every chunk pays the latencies, all tokens pay the bytes."""
     _check_eff("link_efficiency", link_efficiency)
     checks.nonnegative("latency_s", latency_s)
@@ -108,6 +114,13 @@ def latency_bandwidth_crossover_bytes(tp, gpu: GpuSpec, latency_s: float, link_e
     if np.any(n < 1):
         raise ValueError(f"tp must be at least 1, got {tp!r}")
     with np.errstate(divide="ignore"):
-        return np.where(n > 1, latency_s * latency_rounds(n) * gpu.link_bytes_s * link_efficiency * n
-                        / (2.0 * np.maximum(n - 1.0, 1e-300)),
-                        np.inf)
+        return np.where(
+            n > 1,
+            latency_s
+            * latency_rounds(n)
+            * gpu.link_bytes_s
+            * link_efficiency
+            * n
+            / (2.0 * np.maximum(n - 1.0, 1e-300)),
+            np.inf,
+        )

@@ -15,10 +15,9 @@ throughput is flat and per-user throughput falls as 1/C.
 from __future__ import annotations
 
 import numpy as np
-
-from . import checks
 import pandas as pd
 
+from . import checks
 from .specs import GpuSpec, ModelSpec
 
 
@@ -71,11 +70,14 @@ def fit_alpha(concurrency, tok_s_per_gpu, tp, replicas, single_user_tok_s: float
     sse = ((np.log(pred) - np.log(y)[None, :]) ** 2).sum(axis=1)
     best = int(np.argmin(sse))
     if best in (0, grid.size - 1):
-        raise ValueError(f"alpha hit the edge of its search grid ({grid[best]:.3g}); the data do not fit this model")
+        raise ValueError(
+            f"alpha hit the edge of its search grid ({grid[best]:.3g}); the data do not fit this model"
+        )
     return float(grid[best])
 
 
 # --- Applying the crude model to the measurement frame (chapter 02) --------
+
 
 def _layout(row) -> tuple[int, int]:
     """GPUs of one replica and number of replicas as the crude model sees them.
@@ -115,8 +117,13 @@ def fit_family_alphas(df, single_user) -> dict[str, float]:
     out = {}
     for fam, g in df.groupby("family", sort=False):
         layout = np.array([_layout(r) for _, r in g.iterrows()], dtype=float)
-        out[fam] = fit_alpha(g["concurrency"], g["tok_s_per_gpu"], layout[:, 0], layout[:, 1],
-                             _per_family(single_user, fam, "single-user speed"))
+        out[fam] = fit_alpha(
+            g["concurrency"],
+            g["tok_s_per_gpu"],
+            layout[:, 0],
+            layout[:, 1],
+            _per_family(single_user, fam, "single-user speed"),
+        )
     return out
 
 
@@ -132,9 +139,13 @@ def crude_predictions(df, alphas, single_user):
     gpu, user = [], []
     for _, r in df.iterrows():
         tp, replicas = _layout(r)
-        g, u = crude_curve(float(r["concurrency"]), tp, replicas,
-                           _per_family(alphas, r["family"], "alpha"),
-                           _per_family(single_user, r["family"], "single-user speed"))
+        g, u = crude_curve(
+            float(r["concurrency"]),
+            tp,
+            replicas,
+            _per_family(alphas, r["family"], "alpha"),
+            _per_family(single_user, r["family"], "single-user speed"),
+        )
         gpu.append(float(g))
         user.append(float(u))
     out = df[["deployment", "family", "concurrency"]].copy()

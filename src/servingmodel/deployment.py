@@ -15,7 +15,6 @@ from __future__ import annotations
 import numpy as np
 
 from . import checks
-
 from .specs import Profile
 
 

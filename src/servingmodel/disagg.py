@@ -20,9 +20,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from . import checks
-
-from . import kvcache, queueing
+from . import checks, kvcache, queueing
 from .fullmodel import Features, Instance, Layout, ModelParams, Prediction, make_instance, predict_aggregated
 from .specs import GpuSpec, ModelSpec, Profile, constant, dtype_bytes
 
@@ -120,7 +118,9 @@ def decode_batch_for_rate(rate_per_instance: float, decode_step_s, osl: int, bat
         raise ValueError(f"rate_per_instance must be non-negative, got {rate_per_instance!r}")
     top = float(decode_rate_per_instance(batch_cap, decode_step_s, osl))
     if rate_per_instance > top * (1 + 1e-12):
-        raise ValueError(f"rate {rate_per_instance!r} req/s exceeds the instance's {top!r} req/s at batch {batch_cap!r}")
+        raise ValueError(
+            f"rate {rate_per_instance!r} req/s exceeds the instance's {top!r} req/s at batch {batch_cap!r}"
+        )
     lo, hi = 0.0, float(batch_cap)
     for _ in range(_BISECT_ITERS):
         mid = 0.5 * (lo + hi)
@@ -154,8 +154,16 @@ class PDState:
         return self.rate * osl
 
 
-def pool_capacities(prefill_s: float, p_replicas: int, transfer_s: float, links: int, decode_step_s, osl: int,
-                    d_replicas: int, decode_batch_cap: float) -> dict:
+def pool_capacities(
+    prefill_s: float,
+    p_replicas: int,
+    transfer_s: float,
+    links: int,
+    decode_step_s,
+    osl: int,
+    d_replicas: int,
+    decode_batch_cap: float,
+) -> dict:
     """Requests/s each pool sustains when it alone is the limit."""
     checks.positive("prefill_s", prefill_s)
     checks.nonnegative("transfer_s", transfer_s)
@@ -168,8 +176,18 @@ def pool_capacities(prefill_s: float, p_replicas: int, transfer_s: float, links:
     }
 
 
-def closed_loop_pd(concurrency: float, *, prefill_s: float, p_replicas: int, transfer_s: float, links: int,
-                   decode_step_s, osl: int, d_replicas: int, max_batch: float) -> PDState:
+def closed_loop_pd(
+    concurrency: float,
+    *,
+    prefill_s: float,
+    p_replicas: int,
+    transfer_s: float,
+    links: int,
+    decode_step_s,
+    osl: int,
+    d_replicas: int,
+    max_batch: float,
+) -> PDState:
     """Solve the P/D closed loop of ``concurrency`` requests (mean field, bisection on the rate).
 
     Requests present at rate lambda:
@@ -243,10 +261,20 @@ def closed_loop_pd(concurrency: float, *, prefill_s: float, p_replicas: int, tra
     b = decode_batch_for_rate(lam / d_replicas, decode_step_s, osl, cap_b)
     tpot = float(decode_step_s(max(b, 1.0)))
     ttft = wp + prefill_s + wx + transfer_s + decode_wait
-    return PDState(rate=lam, prefill_capacity=caps["prefill"], transfer_capacity=caps["transfer"],
-                   decode_capacity=caps["decode"], bottleneck=bottleneck, prefill_wait_s=wp, transfer_wait_s=wx,
-                   decode_wait_s=decode_wait, decode_batch=b, ttft_s=ttft, tpot_s=tpot,
-                   e2e_s=ttft + (osl - 1) * tpot)
+    return PDState(
+        rate=lam,
+        prefill_capacity=caps["prefill"],
+        transfer_capacity=caps["transfer"],
+        decode_capacity=caps["decode"],
+        bottleneck=bottleneck,
+        prefill_wait_s=wp,
+        transfer_wait_s=wx,
+        decode_wait_s=decode_wait,
+        decode_batch=b,
+        ttft_s=ttft,
+        tpot_s=tpot,
+        e2e_s=ttft + (osl - 1) * tpot,
+    )
 
 
 def decode_pool_ceiling_tok_s(instance: Instance, d_replicas: int = 1) -> float:
@@ -267,10 +295,20 @@ def prefill_pool_ceiling_tok_s(instance: Instance, p_replicas: int = 1) -> float
     return p_replicas * int(instance.osl) / float(instance.prefill_s)
 
 
-def predict_disaggregated(model: ModelSpec, gpu: GpuSpec, isl: int, osl: int, layout: Layout, concurrency: float,
-                          profile: Profile, params: ModelParams, features: Features = Features(),
-                          weight_dtype: str = "bf16", kv_dtype: str = "bf16",
-                          transfer_bytes_s: float | None = None) -> Prediction:
+def predict_disaggregated(
+    model: ModelSpec,
+    gpu: GpuSpec,
+    isl: int,
+    osl: int,
+    layout: Layout,
+    concurrency: float,
+    profile: Profile,
+    params: ModelParams,
+    features: Features = Features(),
+    weight_dtype: str = "bf16",
+    kv_dtype: str = "bf16",
+    transfer_bytes_s: float | None = None,
+) -> Prediction:
     """Predict one point as true prefill/decode disaggregation (same signature as ``predict_aggregated``).
 
     Aggregated layouts are passed to :func:`fullmodel.predict_aggregated`, so
@@ -282,26 +320,41 @@ def predict_disaggregated(model: ModelSpec, gpu: GpuSpec, isl: int, osl: int, la
     if not concurrency >= 1:
         raise ValueError(f"concurrency must be at least 1, got {concurrency!r}")
     if layout.kind != "disaggregated":
-        return predict_aggregated(model, gpu, isl, osl, layout, concurrency, profile, params, features,
-                                  weight_dtype, kv_dtype)
+        return predict_aggregated(
+            model, gpu, isl, osl, layout, concurrency, profile, params, features, weight_dtype, kv_dtype
+        )
     bw = transfer_bandwidth_bytes_s("rdma") if transfer_bytes_s is None else float(transfer_bytes_s)
-    p_inst = make_instance(model, gpu, layout.p_tp, isl, osl, profile, params, features, weight_dtype, kv_dtype)
-    d_inst = make_instance(model, gpu, layout.d_tp, isl, osl, profile, params, features, weight_dtype, kv_dtype)
+    p_inst = make_instance(
+        model, gpu, layout.p_tp, isl, osl, profile, params, features, weight_dtype, kv_dtype
+    )
+    d_inst = make_instance(
+        model, gpu, layout.d_tp, isl, osl, profile, params, features, weight_dtype, kv_dtype
+    )
     bmax = float(d_inst.max_batch)
     if features.kv_limit and not bmax * kvcache.mean_context_tokens(isl, osl) >= isl + osl:
         raise kvcache.InsufficientMemoryError(
             f"{model.name} at TP{layout.d_tp} on {gpu.name} ({profile.name}) cannot hold one request of "
-            f"{isl + osl} tokens in a decode instance")
+            f"{isl + osl} tokens in a decode instance"
+        )
     if features.kv_limit and not float(p_inst.max_batch) * kvcache.mean_context_tokens(isl, osl) >= isl:
         raise kvcache.InsufficientMemoryError(
             f"{model.name} at TP{layout.p_tp} on {gpu.name} ({profile.name}) cannot hold one prompt of "
-            f"{isl} tokens in a prefill instance")
+            f"{isl} tokens in a prefill instance"
+        )
     t_x = float(kv_transfer_time_s(model, isl, bw, kv_dtype))
     links = min(layout.p_replicas, layout.d_replicas)
     t_pf = float(p_inst.prefill_s)
-    st = closed_loop_pd(concurrency, prefill_s=t_pf, p_replicas=layout.p_replicas, transfer_s=t_x, links=links,
-                        decode_step_s=d_inst.decode_step_s, osl=osl, d_replicas=layout.d_replicas,
-                        max_batch=bmax)
+    st = closed_loop_pd(
+        concurrency,
+        prefill_s=t_pf,
+        p_replicas=layout.p_replicas,
+        transfer_s=t_x,
+        links=links,
+        decode_step_s=d_inst.decode_step_s,
+        osl=osl,
+        d_replicas=layout.d_replicas,
+        max_batch=bmax,
+    )
     total = st.tok_s(osl)
     ttft = st.ttft_s
     if features.deployment:
@@ -321,10 +374,14 @@ def predict_disaggregated(model: ModelSpec, gpu: GpuSpec, isl: int, osl: int, la
     )
 
 
-def fit_reading(meas, predictor=None, names=("bandwidth_efficiency", "compute_efficiency", "allreduce_latency_s",
-                                              "memory_reserve_gib"),
-                start: ModelParams | None = None, features: Features = Features(),
-                latency_weight: float = 1.0) -> ModelParams:
+def fit_reading(
+    meas,
+    predictor=None,
+    names=("bandwidth_efficiency", "compute_efficiency", "allreduce_latency_s", "memory_reserve_gib"),
+    start: ModelParams | None = None,
+    features: Features = Features(),
+    latency_weight: float = 1.0,
+) -> ModelParams:
     """Best parameters for one reading of the data (``predictor``), the others held at ``start``.
 
     Least squares on log errors of output throughput, of the measured TPOT
@@ -357,8 +414,9 @@ def fit_reading(meas, predictor=None, names=("bandwidth_efficiency", "compute_ef
         return dataclasses.replace(start, **{n: float(v) for n, v in zip(names, lo + np.asarray(z) * scale)})
 
     def fun(z):
-        return residuals(predict_measurements(meas, params_at(z), features, predictor=predictor), meas,
-                         latency_weight)
+        return residuals(
+            predict_measurements(meas, params_at(z), features, predictor=predictor), meas, latency_weight
+        )
 
     z0 = np.clip((np.array([getattr(start, n) for n in names], float) - lo) / scale, 0.02, 0.98)
     sol = least_squares(fun, z0, bounds=(0.0, 1.0), diff_step=1e-3, xtol=1e-8, ftol=1e-8, method="trf")

@@ -105,14 +105,18 @@ def error_row(df_pred: pd.DataFrame, df_meas: pd.DataFrame, model: str) -> pd.Da
     ``user_p90`` (fractions).
     """
     s = error_summary(df_pred, df_meas).query("group == 'all'").set_index("quantity")
-    return pd.DataFrame([{
-        "model": model,
-        "n": int(s.loc["tok_s_per_gpu", "n"]),
-        "gpu_median": float(s.loc["tok_s_per_gpu", "median"]),
-        "gpu_p90": float(s.loc["tok_s_per_gpu", "p90"]),
-        "user_median": float(s.loc["tok_s_per_user", "median"]),
-        "user_p90": float(s.loc["tok_s_per_user", "p90"]),
-    }])
+    return pd.DataFrame(
+        [
+            {
+                "model": model,
+                "n": int(s.loc["tok_s_per_gpu", "n"]),
+                "gpu_median": float(s.loc["tok_s_per_gpu", "median"]),
+                "gpu_p90": float(s.loc["tok_s_per_gpu", "p90"]),
+                "user_median": float(s.loc["tok_s_per_user", "median"]),
+                "user_p90": float(s.loc["tok_s_per_user", "p90"]),
+            }
+        ]
+    )
 
 
 def format_percent(frame: pd.DataFrame, columns, digits: int = 1) -> pd.DataFrame:
@@ -150,7 +154,9 @@ def per_user_from_latencies(osl, ttft_s, tpot_s):
     return osl / (ttft + (osl - 1) * tpot)
 
 
-def median_errors_by_deployment(preds: dict, meas: pd.DataFrame, quantity: str = "tok_s_per_gpu") -> pd.DataFrame:
+def median_errors_by_deployment(
+    preds: dict, meas: pd.DataFrame, quantity: str = "tok_s_per_gpu"
+) -> pd.DataFrame:
     """Median absolute relative error per deployment for several predictions (one column each).
 
     ``preds`` maps a name to a prediction frame aligned with ``meas``; two

@@ -13,12 +13,20 @@ import dataclasses
 from dataclasses import dataclass
 
 import numpy as np
-
-from . import checks
 import pandas as pd
 
-from . import comm, deployment, kvcache, prefill, queueing, roofline
-from .specs import GIB, GpuSpec, ModelSpec, Profile, constant, get_gpu, get_model, get_profile, parameter_facts
+from . import checks, comm, deployment, kvcache, prefill, queueing, roofline
+from .specs import (
+    GIB,
+    GpuSpec,
+    ModelSpec,
+    Profile,
+    constant,
+    get_gpu,
+    get_model,
+    get_profile,
+    parameter_facts,
+)
 
 FITTED_PARAMETERS = (
     "bandwidth_efficiency",
@@ -45,18 +53,28 @@ class ModelParams:
     link_efficiency: float
 
     def __post_init__(self):
-        for name in ("bandwidth_efficiency", "kv_bandwidth_efficiency", "compute_efficiency", "link_efficiency"):
+        for name in (
+            "bandwidth_efficiency",
+            "kv_bandwidth_efficiency",
+            "compute_efficiency",
+            "link_efficiency",
+        ):
             v = getattr(self, name)
             if not (np.isfinite(v) and 0 < v <= 1):
                 raise ValueError(f"{name} must be in (0, 1], got {v!r}")
-        for name in ("step_overhead_s", "step_overhead_per_layer_s", "allreduce_latency_s", "memory_reserve_gib",
-                     "host_penalty_s"):
+        for name in (
+            "step_overhead_s",
+            "step_overhead_per_layer_s",
+            "allreduce_latency_s",
+            "memory_reserve_gib",
+            "host_penalty_s",
+        ):
             v = getattr(self, name)
             if not (np.isfinite(v) and v >= 0):
                 raise ValueError(f"{name} must be non-negative, got {v!r}")
 
     @classmethod
-    def nominal(cls) -> "ModelParams":
+    def nominal(cls) -> ModelParams:
         """Every parameter at its sourced nominal value (``data/parameters.csv``)."""
         facts = parameter_facts()
         return cls(**{f.name: facts[f.name].nominal for f in dataclasses.fields(cls)})
@@ -65,7 +83,7 @@ class ModelParams:
         """Fixed time per engine step outside the roofline for ``model``: per step plus per layer (BLIS's law)."""
         return self.step_overhead_s + self.step_overhead_per_layer_s * model.num_layers
 
-    def with_fitted(self, values) -> "ModelParams":
+    def with_fitted(self, values) -> ModelParams:
         return dataclasses.replace(self, **dict(zip(FITTED_PARAMETERS, map(float, values))))
 
     def fitted_vector(self) -> np.ndarray:
@@ -113,47 +131,106 @@ class Instance:
         """Decode-step time at batch B: overhead + host + all-reduces + roofline."""
         ctx = kvcache.mean_context_tokens(self.isl, self.osl)
         t = roofline.decode_step_time_s(
-            self.model, self.gpu, self.tp, batch, ctx,
+            self.model,
+            self.gpu,
+            self.tp,
+            batch,
+            ctx,
             bandwidth_efficiency=self.params.bandwidth_efficiency,
             kv_bandwidth_efficiency=self.params.kv_bandwidth_efficiency,
             compute_efficiency=self.params.compute_efficiency,
             step_overhead_s=self.params.step_overhead_for(self.model),
-            weight_dtype=self.weight_dtype, kv_dtype=self.kv_dtype,
+            weight_dtype=self.weight_dtype,
+            kv_dtype=self.kv_dtype,
         )
         if self.features.communication:
-            t = t + comm.decode_comm_time_s(self.model, self.gpu, self.tp, batch, self.params.allreduce_latency_s,
-                                            self.params.link_efficiency)
+            t = t + comm.decode_comm_time_s(
+                self.model,
+                self.gpu,
+                self.tp,
+                batch,
+                self.params.allreduce_latency_s,
+                self.params.link_efficiency,
+            )
         return t + self.host_s
 
     def steady_state(self, n):
         """Closed-loop steady state with ``n`` requests present (see :func:`queueing.closed_loop`)."""
-        return queueing.closed_loop(n, self.max_batch, self.prefill_s, self.decode_step_s, int(np.max(self.osl)),
-                                    interference=self.features.prefill_interference) \
-            if np.ndim(self.osl) == 0 else queueing.closed_loop(
-                n, self.max_batch, self.prefill_s, self.decode_step_s, self.osl,
-                interference=self.features.prefill_interference)
+        return (
+            queueing.closed_loop(
+                n,
+                self.max_batch,
+                self.prefill_s,
+                self.decode_step_s,
+                int(np.max(self.osl)),
+                interference=self.features.prefill_interference,
+            )
+            if np.ndim(self.osl) == 0
+            else queueing.closed_loop(
+                n,
+                self.max_batch,
+                self.prefill_s,
+                self.decode_step_s,
+                self.osl,
+                interference=self.features.prefill_interference,
+            )
+        )
 
     def tok_s(self, n):
         return self.steady_state(n)["tok_s"]
 
 
-def make_instance(model: ModelSpec, gpu: GpuSpec, tp, isl, osl, profile: Profile, params: ModelParams,
-                  features: Features, weight_dtype: str = "bf16", kv_dtype: str = "bf16") -> Instance:
+def make_instance(
+    model: ModelSpec,
+    gpu: GpuSpec,
+    tp,
+    isl,
+    osl,
+    profile: Profile,
+    params: ModelParams,
+    features: Features,
+    weight_dtype: str = "bf16",
+    kv_dtype: str = "bf16",
+) -> Instance:
     """Build the physics of one instance (prefill time, batch limit, host penalty)."""
-    return make_instance_arrays(model, gpu, tp, isl, osl, profile.gpu_memory_utilization, profile.cpu_cores,
-                                profile.host_penalty, params, features, weight_dtype, kv_dtype)
+    return make_instance_arrays(
+        model,
+        gpu,
+        tp,
+        isl,
+        osl,
+        profile.gpu_memory_utilization,
+        profile.cpu_cores,
+        profile.host_penalty,
+        params,
+        features,
+        weight_dtype,
+        kv_dtype,
+    )
 
 
-def make_instance_arrays(model: ModelSpec, gpu: GpuSpec, tp, isl, osl, gpu_memory_utilization, cpu_cores,
-                         host_penalty, params: ModelParams, features: Features, weight_dtype: str = "bf16",
-                         kv_dtype: str = "bf16") -> Instance:
+def make_instance_arrays(
+    model: ModelSpec,
+    gpu: GpuSpec,
+    tp,
+    isl,
+    osl,
+    gpu_memory_utilization,
+    cpu_cores,
+    host_penalty,
+    params: ModelParams,
+    features: Features,
+    weight_dtype: str = "bf16",
+    kv_dtype: str = "bf16",
+) -> Instance:
     """:func:`make_instance` with the profile given as (broadcastable) arrays, for vectorised sweeps."""
     compute_dtype = "fp8" if weight_dtype == "fp8" else "bf16"
     t_pf = prefill.prefill_compute_time_s(model, gpu, tp, isl, params.compute_efficiency, compute_dtype)
     budget = constant("max_num_batched_tokens")
     if features.communication:
-        t_pf = t_pf + comm.prefill_comm_time_s(model, gpu, tp, isl, budget, params.allreduce_latency_s,
-                                               params.link_efficiency)
+        t_pf = t_pf + comm.prefill_comm_time_s(
+            model, gpu, tp, isl, budget, params.allreduce_latency_s, params.link_efficiency
+        )
     # every prefill chunk is an engine step that pays the fixed overhead
     t_pf = t_pf + prefill.prefill_chunks(isl, budget) * params.step_overhead_for(model)
     util = np.asarray(gpu_memory_utilization, float)
@@ -161,9 +238,12 @@ def make_instance_arrays(model: ModelSpec, gpu: GpuSpec, tp, isl, osl, gpu_memor
         raise ValueError(f"gpu_memory_utilization must be in (0, 1], got {gpu_memory_utilization!r}")
     shape = np.broadcast(np.asarray(tp), np.asarray(isl), np.asarray(osl), util).shape
     if features.kv_limit:
-        cap = kvcache.kv_capacity_tokens(gpu, model, tp, util, params.memory_reserve_gib * GIB, weight_dtype, kv_dtype)
-        bmax = np.broadcast_to(np.minimum(kvcache.max_batch(cap, isl, osl), constant("max_num_seqs")),
-                               shape).astype(float)
+        cap = kvcache.kv_capacity_tokens(
+            gpu, model, tp, util, params.memory_reserve_gib * GIB, weight_dtype, kv_dtype
+        )
+        bmax = np.broadcast_to(
+            np.minimum(kvcache.max_batch(cap, isl, osl), constant("max_num_seqs")), shape
+        ).astype(float)
     else:
         bmax = np.full(shape, np.inf)
     if features.deployment:
@@ -229,12 +309,20 @@ class Prediction:
 
 def _expand(instance: Instance, idx, k):
     """The same instance physics restricted to points ``idx`` and broadcast against batch grid ``k``."""
+
     def pick(v):
         a = np.asarray(v)
         return a[idx][:, None] if a.ndim else a
-    return dataclasses.replace(instance, tp=pick(instance.tp), isl=pick(instance.isl), osl=pick(instance.osl),
-                               prefill_s=pick(instance.prefill_s), max_batch=pick(instance.max_batch),
-                               host_s=pick(instance.host_s))
+
+    return dataclasses.replace(
+        instance,
+        tp=pick(instance.tp),
+        isl=pick(instance.isl),
+        osl=pick(instance.osl),
+        prefill_s=pick(instance.prefill_s),
+        max_batch=pick(instance.max_batch),
+        host_s=pick(instance.host_s),
+    )
 
 
 def _random_routing_total(instance: Instance, concurrency, replicas, idx) -> np.ndarray:
@@ -251,9 +339,26 @@ def _random_routing_total(instance: Instance, concurrency, replicas, idx) -> np.
     return out
 
 
-def predict_arrays(model: ModelSpec, gpu: GpuSpec, params: ModelParams, features: Features, *, concurrency, isl,
-                   osl, tp_a, count_a, tp_b=1, count_b=0, gpu_memory_utilization, cpu_cores, host_penalty,
-                   random_routing, weight_dtype: str = "bf16", kv_dtype: str = "bf16") -> dict:
+def predict_arrays(
+    model: ModelSpec,
+    gpu: GpuSpec,
+    params: ModelParams,
+    features: Features,
+    *,
+    concurrency,
+    isl,
+    osl,
+    tp_a,
+    count_a,
+    tp_b=1,
+    count_b=0,
+    gpu_memory_utilization,
+    cpu_cores,
+    host_penalty,
+    random_routing,
+    weight_dtype: str = "bf16",
+    kv_dtype: str = "bf16",
+) -> dict:
     """Vectorised prediction of many points that share a model and a GPU.
 
     A point is ``count_a`` instances at ``tp_a`` plus ``count_b`` at ``tp_b``
@@ -267,9 +372,24 @@ def predict_arrays(model: ModelSpec, gpu: GpuSpec, params: ModelParams, features
     ``output_tok_s``, ``ttft_s``, ``tpot_s``, ``max_batch`` and ``fits``
     (False where an instance cannot hold one request; its numbers are NaN).
     """
-    arrs = np.broadcast_arrays(*(np.asarray(v, float) for v in (
-        concurrency, isl, osl, tp_a, count_a, tp_b, count_b, gpu_memory_utilization, cpu_cores, host_penalty,
-        random_routing)))
+    arrs = np.broadcast_arrays(
+        *(
+            np.asarray(v, float)
+            for v in (
+                concurrency,
+                isl,
+                osl,
+                tp_a,
+                count_a,
+                tp_b,
+                count_b,
+                gpu_memory_utilization,
+                cpu_cores,
+                host_penalty,
+                random_routing,
+            )
+        )
+    )
     c, isl_, osl_, ta, ca, tb, cb, util, cores, host, rnd = (a.ravel() for a in arrs)
     checks.whole("concurrency", c, 1)
     checks.nonnegative("host_penalty", host)
@@ -279,7 +399,9 @@ def predict_arrays(model: ModelSpec, gpu: GpuSpec, params: ModelParams, features
     n = c / reps
     m, share = np.maximum(n, 1.0), np.minimum(n, 1.0)
     total = np.zeros_like(c)
-    time_per_tok = np.zeros_like(c)  # sum over instances of (count / reps) / tok: below one request per instance
+    time_per_tok = np.zeros_like(
+        c
+    )  # sum over instances of (count / reps) / tok: below one request per instance
     wsum = np.zeros_like(c)
     ttft, tpot, drain = np.zeros_like(c), np.zeros_like(c), np.zeros_like(c)
     bmin = np.full_like(c, np.inf)
@@ -290,8 +412,9 @@ def predict_arrays(model: ModelSpec, gpu: GpuSpec, params: ModelParams, features
         active = count > 0
         if not active.any():
             continue
-        inst = make_instance_arrays(model, gpu, tp, isl_, osl_, util, cores, host, params, features, weight_dtype,
-                                    kv_dtype)
+        inst = make_instance_arrays(
+            model, gpu, tp, isl_, osl_, util, cores, host, params, features, weight_dtype, kv_dtype
+        )
         ok = np.asarray(inst.max_batch) * ctx >= isl_ + osl_
         fits &= ok | ~active
         safe = dataclasses.replace(inst, max_batch=np.where(ok, inst.max_batch, 1.0))
@@ -304,8 +427,13 @@ def predict_arrays(model: ModelSpec, gpu: GpuSpec, params: ModelParams, features
         if features.deployment:
             tt = tt + queueing.prefill_contention_s(ss["batch"], safe.prefill_s, ss["service_s"])
             tt = tt + queueing.first_wave_delay_s(ss["batch"], safe.prefill_s, constant("prompts_per_slot"))
-            drain += w * queueing.drain_factor(ss["batch"], ss["service_s"], np.maximum(ss["tok_s"], 1e-300),
-                                               constant("prompts_per_slot") * m, osl_)
+            drain += w * queueing.drain_factor(
+                ss["batch"],
+                ss["service_s"],
+                np.maximum(ss["tok_s"], 1e-300),
+                constant("prompts_per_slot") * m,
+                osl_,
+            )
         ttft += w * tt
         tpot += w * ss["tpot_s"]
         wsum += w
@@ -329,9 +457,19 @@ def predict_arrays(model: ModelSpec, gpu: GpuSpec, params: ModelParams, features
     }
 
 
-def predict_aggregated(model: ModelSpec, gpu: GpuSpec, isl: int, osl: int, layout: Layout, concurrency: float,
-                       profile: Profile, params: ModelParams, features: Features = Features(),
-                       weight_dtype: str = "bf16", kv_dtype: str = "bf16") -> Prediction:
+def predict_aggregated(
+    model: ModelSpec,
+    gpu: GpuSpec,
+    isl: int,
+    osl: int,
+    layout: Layout,
+    concurrency: float,
+    profile: Profile,
+    params: ModelParams,
+    features: Features = Features(),
+    weight_dtype: str = "bf16",
+    kv_dtype: str = "bf16",
+) -> Prediction:
     """Predict one point: every instance serves prefill and decode (aggregated serving).
 
     A disaggregated layout is treated as its pods serving aggregated (the
@@ -344,27 +482,57 @@ def predict_aggregated(model: ModelSpec, gpu: GpuSpec, isl: int, osl: int, layou
         ta, ca, tb, cb = layout.tp, layout.replicas, 1, 0
     else:
         ta, ca, tb, cb = layout.p_tp, layout.p_replicas, layout.d_tp, layout.d_replicas
-    out = predict_arrays(model, gpu, params, features, concurrency=concurrency, isl=isl, osl=osl, tp_a=ta,
-                         count_a=ca, tp_b=tb, count_b=cb, gpu_memory_utilization=profile.gpu_memory_utilization,
-                         cpu_cores=profile.cpu_cores, host_penalty=float(profile.host_penalty),
-                         random_routing=float(profile.routing == "random"), weight_dtype=weight_dtype,
-                         kv_dtype=kv_dtype)
+    out = predict_arrays(
+        model,
+        gpu,
+        params,
+        features,
+        concurrency=concurrency,
+        isl=isl,
+        osl=osl,
+        tp_a=ta,
+        count_a=ca,
+        tp_b=tb,
+        count_b=cb,
+        gpu_memory_utilization=profile.gpu_memory_utilization,
+        cpu_cores=profile.cpu_cores,
+        host_penalty=float(profile.host_penalty),
+        random_routing=float(profile.routing == "random"),
+        weight_dtype=weight_dtype,
+        kv_dtype=kv_dtype,
+    )
     if not bool(out["fits"]):
         raise kvcache.InsufficientMemoryError(
             f"{model.name} on {gpu.name} ({profile.name}, layout {layout}) cannot hold one request of "
-            f"{isl + osl} tokens in an instance's KV cache")
+            f"{isl + osl} tokens in an instance's KV cache"
+        )
     total = float(out["output_tok_s"])
-    return Prediction(total, total / layout.num_gpus, total / concurrency, float(out["ttft_s"]),
-                      float(out["tpot_s"]), float(out["max_batch"]))
+    return Prediction(
+        total,
+        total / layout.num_gpus,
+        total / concurrency,
+        float(out["ttft_s"]),
+        float(out["tpot_s"]),
+        float(out["max_batch"]),
+    )
 
 
 def layout_of(row) -> Layout:
     """The layout of one measurement row (pandas row or mapping)."""
+
     def get(c):
         v = row[c]
         return None if pd.isna(v) else int(v)
 
-    return Layout(row["kind"], get("tp"), get("replicas"), get("p_tp"), get("p_replicas"), get("d_tp"), get("d_replicas"))
+    return Layout(
+        row["kind"],
+        get("tp"),
+        get("replicas"),
+        get("p_tp"),
+        get("p_replicas"),
+        get("d_tp"),
+        get("d_replicas"),
+    )
 
 
 def benchmark_profile(row) -> Profile:
@@ -372,56 +540,107 @@ def benchmark_profile(row) -> Profile:
     return get_profile("llm-d-standalone" if row["kind"] == "aggregated" else "llm-d-modelservice")
 
 
-def predict_measurements(df: pd.DataFrame, params: ModelParams, features: Features = Features(),
-                         predictor=None) -> pd.DataFrame:
+def predict_measurements(
+    df: pd.DataFrame, params: ModelParams, features: Features = Features(), predictor=None
+) -> pd.DataFrame:
     """Predict every measured point; returns the deployment columns plus ``pred_*`` columns.
 
     With the default predictor the points are computed together, vectorised;
     another ``predictor`` (same signature as :func:`predict_aggregated`) is
     called point by point.
     """
-    keep = ["deployment", "family", "kind", "tp", "replicas", "p_tp", "p_replicas", "d_tp", "d_replicas", "concurrency"]
+    keep = [
+        "deployment",
+        "family",
+        "kind",
+        "tp",
+        "replicas",
+        "p_tp",
+        "p_replicas",
+        "d_tp",
+        "d_replicas",
+        "concurrency",
+    ]
     out = pd.DataFrame(index=df.index, columns=PRED_COLUMNS, dtype=float)
     if predictor is not None:
         for i, r in df.iterrows():
-            p = predictor(get_model(r["model"]), get_gpu(r["gpu"]), int(r["isl"]), int(r["osl"]), layout_of(r),
-                          float(r["concurrency"]), benchmark_profile(r), params, features)
-            out.loc[i] = [p.output_tok_s, p.tok_s_per_gpu, p.tok_s_per_user, p.ttft_s * 1e3, p.tpot_s * 1e3,
-                          p.max_batch]
+            p = predictor(
+                get_model(r["model"]),
+                get_gpu(r["gpu"]),
+                int(r["isl"]),
+                int(r["osl"]),
+                layout_of(r),
+                float(r["concurrency"]),
+                benchmark_profile(r),
+                params,
+                features,
+            )
+            out.loc[i] = [
+                p.output_tok_s,
+                p.tok_s_per_gpu,
+                p.tok_s_per_user,
+                p.ttft_s * 1e3,
+                p.tpot_s * 1e3,
+                p.max_batch,
+            ]
     else:
         for (mname, gname), grp in df.groupby(["model", "gpu"], sort=False):
             agg = (grp["kind"] == "aggregated").to_numpy()
             profs = [benchmark_profile(r) for _, r in grp.iterrows()]
             ta = np.where(agg, grp["tp"].astype(float).fillna(0), grp["p_tp"].astype(float).fillna(0))
-            ca = np.where(agg, grp["replicas"].astype(float).fillna(0), grp["p_replicas"].astype(float).fillna(0))
+            ca = np.where(
+                agg, grp["replicas"].astype(float).fillna(0), grp["p_replicas"].astype(float).fillna(0)
+            )
             tb = np.where(agg, 1.0, grp["d_tp"].astype(float).fillna(1))
             cb = np.where(agg, 0.0, grp["d_replicas"].astype(float).fillna(0))
             res = predict_arrays(
-                get_model(mname), get_gpu(gname), params, features,
-                concurrency=grp["concurrency"].to_numpy(float), isl=grp["isl"].to_numpy(float),
-                osl=grp["osl"].to_numpy(float), tp_a=ta, count_a=ca, tp_b=tb, count_b=cb,
+                get_model(mname),
+                get_gpu(gname),
+                params,
+                features,
+                concurrency=grp["concurrency"].to_numpy(float),
+                isl=grp["isl"].to_numpy(float),
+                osl=grp["osl"].to_numpy(float),
+                tp_a=ta,
+                count_a=ca,
+                tp_b=tb,
+                count_b=cb,
                 gpu_memory_utilization=[p.gpu_memory_utilization for p in profs],
-                cpu_cores=[p.cpu_cores for p in profs], host_penalty=[float(p.host_penalty) for p in profs],
-                random_routing=[float(p.routing == "random") for p in profs])
+                cpu_cores=[p.cpu_cores for p in profs],
+                host_penalty=[float(p.host_penalty) for p in profs],
+                random_routing=[float(p.routing == "random") for p in profs],
+            )
             gpus = grp["num_gpus"].to_numpy(float)
             out.loc[grp.index, "pred_output_tok_s"] = res["output_tok_s"]
             out.loc[grp.index, "pred_tok_s_per_gpu"] = res["output_tok_s"] / gpus
-            out.loc[grp.index, "pred_tok_s_per_user"] = res["output_tok_s"] / grp["concurrency"].to_numpy(float)
+            out.loc[grp.index, "pred_tok_s_per_user"] = res["output_tok_s"] / grp["concurrency"].to_numpy(
+                float
+            )
             out.loc[grp.index, "pred_ttft_ms"] = res["ttft_s"] * 1e3
             out.loc[grp.index, "pred_tpot_ms"] = res["tpot_s"] * 1e3
             out.loc[grp.index, "pred_max_batch"] = res["max_batch"]
     return pd.concat([df[[c for c in keep if c in df.columns]], out], axis=1)
 
 
-PRED_COLUMNS = ["pred_output_tok_s", "pred_tok_s_per_gpu", "pred_tok_s_per_user", "pred_ttft_ms", "pred_tpot_ms",
-                "pred_max_batch"]
+PRED_COLUMNS = [
+    "pred_output_tok_s",
+    "pred_tok_s_per_gpu",
+    "pred_tok_s_per_user",
+    "pred_ttft_ms",
+    "pred_tpot_ms",
+    "pred_max_batch",
+]
 
 
 CURVE_CONCURRENCIES = (1, 2, 4, 8, 16, 32, 48, 64, 96, 128, 192, 256)
 
 
-def model_curves(meas: pd.DataFrame, params: ModelParams, concurrencies=CURVE_CONCURRENCIES,
-                 features: Features = Features()) -> pd.DataFrame:
+def model_curves(
+    meas: pd.DataFrame,
+    params: ModelParams,
+    concurrencies=CURVE_CONCURRENCIES,
+    features: Features = Features(),
+) -> pd.DataFrame:
     """The model's curve of every measured deployment over a grid of concurrencies.
 
     Returns one row per (deployment, concurrency) with the deployment columns
@@ -435,8 +654,16 @@ def model_curves(meas: pd.DataFrame, params: ModelParams, concurrencies=CURVE_CO
     return out
 
 
-def decode_step_breakdown(model: ModelSpec, gpu: GpuSpec, tp: int, batch: float, isl: int, osl: int,
-                          profile: Profile, params: ModelParams) -> dict:
+def decode_step_breakdown(
+    model: ModelSpec,
+    gpu: GpuSpec,
+    tp: int,
+    batch: float,
+    isl: int,
+    osl: int,
+    profile: Profile,
+    params: ModelParams,
+) -> dict:
     """The parts of one decode step of the full model, in seconds (chapter 10).
 
     ``weights_s`` and ``kv_s`` (the HBM reads), ``overhead_s`` (fixed per step),
@@ -444,14 +671,28 @@ def decode_step_breakdown(model: ModelSpec, gpu: GpuSpec, tp: int, batch: float,
     sum is the step time whenever decode is memory-bound, as it is here.
     """
     ctx = kvcache.mean_context_tokens(isl, osl)
-    terms = roofline.decode_time_terms_s(model, gpu, tp, batch, ctx, bandwidth_efficiency=params.bandwidth_efficiency,
-                                         kv_bandwidth_efficiency=params.kv_bandwidth_efficiency,
-                                         compute_efficiency=params.compute_efficiency,
-                                         step_overhead_s=params.step_overhead_for(model))
+    terms = roofline.decode_time_terms_s(
+        model,
+        gpu,
+        tp,
+        batch,
+        ctx,
+        bandwidth_efficiency=params.bandwidth_efficiency,
+        kv_bandwidth_efficiency=params.kv_bandwidth_efficiency,
+        compute_efficiency=params.compute_efficiency,
+        step_overhead_s=params.step_overhead_for(model),
+    )
     ar = comm.decode_comm_time_s(model, gpu, tp, batch, params.allreduce_latency_s, params.link_efficiency)
-    host = deployment.host_penalty_s(tp, profile, params.host_penalty_s, constant("processes_besides_workers"))
+    host = deployment.host_penalty_s(
+        tp, profile, params.host_penalty_s, constant("processes_besides_workers")
+    )
     inst = make_instance(model, gpu, tp, isl, osl, profile, params, Features())
-    parts = {"weights_s": float(terms["weights_s"]), "kv_s": float(terms["kv_s"]),
-             "overhead_s": float(params.step_overhead_for(model)), "allreduce_s": float(ar), "host_s": float(host)}
+    parts = {
+        "weights_s": float(terms["weights_s"]),
+        "kv_s": float(terms["kv_s"]),
+        "overhead_s": float(params.step_overhead_for(model)),
+        "allreduce_s": float(ar),
+        "host_s": float(host),
+    }
     parts["step_s"] = float(inst.decode_step_s(batch))
     return parts

@@ -11,7 +11,6 @@ from __future__ import annotations
 import numpy as np
 
 from . import checks
-
 from .roofline import kv_bytes_per_token_per_gpu, weight_bytes_per_gpu
 from .specs import GpuSpec, ModelSpec
 
@@ -20,8 +19,14 @@ class InsufficientMemoryError(ValueError):
     """A deployment whose GPUs cannot hold the weights, or not even one request's KV cache."""
 
 
-def kv_budget_bytes_per_gpu(gpu: GpuSpec, model: ModelSpec, tp, gpu_memory_utilization: float,
-                            memory_reserve_bytes: float, weight_dtype: str = "bf16"):
+def kv_budget_bytes_per_gpu(
+    gpu: GpuSpec,
+    model: ModelSpec,
+    tp,
+    gpu_memory_utilization: float,
+    memory_reserve_bytes: float,
+    weight_dtype: str = "bf16",
+):
     """Bytes left for the KV cache on each GPU (negative when the weights and reserve do not fit)."""
     util = np.asarray(gpu_memory_utilization, float)
     if np.any(~((util > 0) & (util <= 1))):
@@ -30,15 +35,24 @@ def kv_budget_bytes_per_gpu(gpu: GpuSpec, model: ModelSpec, tp, gpu_memory_utili
     return gpu.memory_bytes * util - weight_bytes_per_gpu(model, tp, weight_dtype) - memory_reserve_bytes
 
 
-def kv_capacity_tokens(gpu: GpuSpec, model: ModelSpec, tp, gpu_memory_utilization: float,
-                       memory_reserve_bytes: float, weight_dtype: str = "bf16", kv_dtype: str = "bf16"):
+def kv_capacity_tokens(
+    gpu: GpuSpec,
+    model: ModelSpec,
+    tp,
+    gpu_memory_utilization: float,
+    memory_reserve_bytes: float,
+    weight_dtype: str = "bf16",
+    kv_dtype: str = "bf16",
+):
     """Tokens of KV cache one instance holds.
 
     Zero, not negative, where the weights and reserve leave nothing: a cache
     cannot hold fewer than no tokens. Callers that must refuse such a
     deployment use :func:`check_deployment_fits`; the vectorised sweeps flag it.
     """
-    budget = kv_budget_bytes_per_gpu(gpu, model, tp, gpu_memory_utilization, memory_reserve_bytes, weight_dtype)
+    budget = kv_budget_bytes_per_gpu(
+        gpu, model, tp, gpu_memory_utilization, memory_reserve_bytes, weight_dtype
+    )
     return np.maximum(budget, 0.0) / kv_bytes_per_token_per_gpu(model, tp, kv_dtype)
 
 
@@ -57,21 +71,38 @@ def full_requests_that_fit(capacity_tokens, isl, osl):
     return np.floor(np.asarray(capacity_tokens, float) / (np.asarray(isl, float) + np.asarray(osl, float)))
 
 
-def check_deployment_fits(gpu: GpuSpec, model: ModelSpec, tp: int, isl: int, osl: int, gpu_memory_utilization: float,
-                          memory_reserve_bytes: float, weight_dtype: str = "bf16", kv_dtype: str = "bf16") -> float:
+def check_deployment_fits(
+    gpu: GpuSpec,
+    model: ModelSpec,
+    tp: int,
+    isl: int,
+    osl: int,
+    gpu_memory_utilization: float,
+    memory_reserve_bytes: float,
+    weight_dtype: str = "bf16",
+    kv_dtype: str = "bf16",
+) -> float:
     """Return the KV capacity in tokens, or raise :class:`InsufficientMemoryError` saying what does not fit."""
-    budget = float(kv_budget_bytes_per_gpu(gpu, model, tp, gpu_memory_utilization, memory_reserve_bytes, weight_dtype))
+    budget = float(
+        kv_budget_bytes_per_gpu(gpu, model, tp, gpu_memory_utilization, memory_reserve_bytes, weight_dtype)
+    )
     w = float(weight_bytes_per_gpu(model, tp, weight_dtype))
     if budget <= 0:
         raise InsufficientMemoryError(
             f"{model.name} at TP{tp} ({weight_dtype}) does not fit on {gpu.name}: weights need {w / 2**30:.1f} GiB per GPU, "
             f"{gpu_memory_utilization:.2f} x {gpu.memory_bytes / 2**30:.1f} GiB minus a {memory_reserve_bytes / 2**30:.1f} GiB "
-            f"reserve leaves {budget / 2**30:.1f} GiB for the KV cache")
-    cap = float(kv_capacity_tokens(gpu, model, tp, gpu_memory_utilization, memory_reserve_bytes, weight_dtype, kv_dtype))
+            f"reserve leaves {budget / 2**30:.1f} GiB for the KV cache"
+        )
+    cap = float(
+        kv_capacity_tokens(
+            gpu, model, tp, gpu_memory_utilization, memory_reserve_bytes, weight_dtype, kv_dtype
+        )
+    )
     if cap < isl + osl:
         raise InsufficientMemoryError(
             f"{model.name} at TP{tp} on {gpu.name} holds {cap:.0f} KV tokens, fewer than one request of "
-            f"{isl + osl} tokens")
+            f"{isl + osl} tokens"
+        )
     return cap
 
 

@@ -20,8 +20,12 @@ CALIBRATED = "+ calibration"
 REPLAYED = "+ step replay (TTFT)"
 
 
-def ladder_predictions(meas: pd.DataFrame, calibrated: ModelParams,
-                       nominal: ModelParams | None = None, replayed: pd.DataFrame | None = None) -> dict[str, pd.DataFrame]:
+def ladder_predictions(
+    meas: pd.DataFrame,
+    calibrated: ModelParams,
+    nominal: ModelParams | None = None,
+    replayed: pd.DataFrame | None = None,
+) -> dict[str, pd.DataFrame]:
     """Predictions of every rung, in order, keyed by rung name.
 
     The last rung is the book's final model: the calibrated mean field with the
@@ -48,8 +52,12 @@ def _latency_median(pred: pd.DataFrame, meas: pd.DataFrame, pcol: str, mcol: str
     return float(np.median(err)) if np.all(np.isfinite(err)) else float("nan")
 
 
-def error_ladder(meas: pd.DataFrame, calibrated: ModelParams, nominal: ModelParams | None = None,
-                 replayed: pd.DataFrame | None = None) -> pd.DataFrame:
+def error_ladder(
+    meas: pd.DataFrame,
+    calibrated: ModelParams,
+    nominal: ModelParams | None = None,
+    replayed: pd.DataFrame | None = None,
+) -> pd.DataFrame:
     """One row per rung and group (all points, then each family): median and p90 errors.
 
     Columns: ``rung``, ``group``, ``gpu_median``, ``gpu_p90``, ``user_median``,
@@ -62,9 +70,14 @@ def error_ladder(meas: pd.DataFrame, calibrated: ModelParams, nominal: ModelPara
         summ = evaluate.error_summary(pred, meas)
         for group in dict.fromkeys(summ["group"]):
             g = summ[summ["group"] == group].set_index("quantity")
-            row = {"rung": rung, "group": group,
-                   "gpu_median": g.loc["tok_s_per_gpu", "median"], "gpu_p90": g.loc["tok_s_per_gpu", "p90"],
-                   "user_median": g.loc["tok_s_per_user", "median"], "user_p90": g.loc["tok_s_per_user", "p90"]}
+            row = {
+                "rung": rung,
+                "group": group,
+                "gpu_median": g.loc["tok_s_per_gpu", "median"],
+                "gpu_p90": g.loc["tok_s_per_gpu", "p90"],
+                "user_median": g.loc["tok_s_per_user", "median"],
+                "user_p90": g.loc["tok_s_per_user", "p90"],
+            }
             if group == "all":
                 row["ttft_median"] = _latency_median(pred, meas, "pred_ttft_ms", "mean_ttft_ms")
                 row["tpot_median"] = _latency_median(pred, meas, "pred_tpot_ms", "mean_tpot_ms")

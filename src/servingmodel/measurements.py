@@ -43,8 +43,27 @@ COLUMNS = (
 )
 KINDS = ("aggregated", "disaggregated")
 FAMILIES = ("TP2", "TP4", "TP8", "disaggregated")
-_POSITIVE_REQUIRED = ("isl", "osl", "num_gpus", "concurrency", "output_tok_s", "tok_s_per_gpu", "tok_s_per_user")
-_INT_COLUMNS = ("isl", "osl", "num_gpus", "tp", "replicas", "p_tp", "p_replicas", "d_tp", "d_replicas", "concurrency")
+_POSITIVE_REQUIRED = (
+    "isl",
+    "osl",
+    "num_gpus",
+    "concurrency",
+    "output_tok_s",
+    "tok_s_per_gpu",
+    "tok_s_per_user",
+)
+_INT_COLUMNS = (
+    "isl",
+    "osl",
+    "num_gpus",
+    "tp",
+    "replicas",
+    "p_tp",
+    "p_replicas",
+    "d_tp",
+    "d_replicas",
+    "concurrency",
+)
 _OPTIONAL_POSITIVE = ("mean_ttft_ms", "mean_tpot_ms", "mean_itl_ms", "mean_e2el_ms")
 _AGG_LAYOUT = ("tp", "replicas")
 _DISAGG_LAYOUT = ("p_tp", "p_replicas", "d_tp", "d_replicas")
@@ -112,7 +131,9 @@ def load_measurements(path: str | Path | None = None) -> pd.DataFrame:
         rec: dict[str, object] = {}
         kind = r["kind"].strip()
         if kind not in KINDS:
-            raise MeasurementError(f"{_where(path, row, 'kind')}: unknown kind {kind!r}; expected one of {KINDS}")
+            raise MeasurementError(
+                f"{_where(path, row, 'kind')}: unknown kind {kind!r}; expected one of {KINDS}"
+            )
         rec["kind"] = kind
         for c in ("model", "gpu", "source"):
             if not r[c].strip():
@@ -126,7 +147,9 @@ def load_measurements(path: str | Path | None = None) -> pd.DataFrame:
             text = r[c].strip()
             if c in other:
                 if text:
-                    raise MeasurementError(f"{_where(path, row, c)}: must be empty for kind {kind!r}, got {text!r}")
+                    raise MeasurementError(
+                        f"{_where(path, row, c)}: must be empty for kind {kind!r}, got {text!r}"
+                    )
                 rec[c] = np.nan
                 continue
             if c in _OPTIONAL_POSITIVE and not text:
@@ -160,7 +183,9 @@ def load_measurements(path: str | Path | None = None) -> pd.DataFrame:
             kind, rec["tp"], rec["replicas"], rec["p_tp"], rec["p_replicas"], rec["d_tp"], rec["d_replicas"]
         )
         if r["deployment"].strip() != label:
-            raise MeasurementError(f"{_where(path, row, 'deployment')}: {r['deployment']!r} should be {label!r}")
+            raise MeasurementError(
+                f"{_where(path, row, 'deployment')}: {r['deployment']!r} should be {label!r}"
+            )
         family = deployment_family(kind, rec["tp"])
         if r["family"].strip() != family:
             raise MeasurementError(f"{_where(path, row, 'family')}: {r['family']!r} should be {family!r}")
@@ -196,7 +221,9 @@ def bend_concurrency(df: pd.DataFrame, deployment: str, share: float = 0.9) -> i
         raise ValueError(f"share must be in (0, 1], got {share!r}")
     sub = df[df["deployment"] == deployment].sort_values("concurrency")
     if sub.empty:
-        raise ValueError(f"unknown deployment {deployment!r}; measured ones: {', '.join(dict.fromkeys(df['deployment']))}")
+        raise ValueError(
+            f"unknown deployment {deployment!r}; measured ones: {', '.join(dict.fromkeys(df['deployment']))}"
+        )
     reached = sub[sub["tok_s_per_gpu"] >= share * sub["tok_s_per_gpu"].max()]
     return int(reached["concurrency"].iloc[0])
 
@@ -210,13 +237,20 @@ def bend_table(df: pd.DataFrame, share: float = 0.9) -> pd.DataFrame:
     family with fewer replicas). The single-replica rows have both False.
     """
     info = df[df["kind"] == "aggregated"].drop_duplicates("deployment")
-    out = pd.DataFrame({"deployment": info["deployment"].to_numpy(), "family": info["family"].to_numpy(),
-                        "replicas": info["replicas"].astype(int).to_numpy(),
-                        "bend": [bend_concurrency(df, d, share) for d in info["deployment"]]})
+    out = pd.DataFrame(
+        {
+            "deployment": info["deployment"].to_numpy(),
+            "family": info["family"].to_numpy(),
+            "replicas": info["replicas"].astype(int).to_numpy(),
+            "bend": [bend_concurrency(df, d, share) for d in info["deployment"]],
+        }
+    )
     single = out[out["replicas"] == 1].set_index("family")["bend"]
     out["later_than_single"] = (out["replicas"] > 1) & (out["bend"] > out["family"].map(single))
-    out["earlier_than_fewer"] = [bool(((out["family"] == r.family) & (out["replicas"] < r.replicas)
-                                       & (out["bend"] > r.bend)).any()) for r in out.itertuples()]
+    out["earlier_than_fewer"] = [
+        bool(((out["family"] == r.family) & (out["replicas"] < r.replicas) & (out["bend"] > r.bend)).any())
+        for r in out.itertuples()
+    ]
     return out
 
 
@@ -229,7 +263,9 @@ def spread_between(df: pd.DataFrame, deployments, column: str = "output_tok_s") 
     missing = sorted(set(deployments) - set(df["deployment"]))
     if missing:
         raise ValueError(f"no measurement of {missing}")
-    wide = df[df["deployment"].isin(deployments)].pivot(index="concurrency", columns="deployment", values=column)
+    wide = df[df["deployment"].isin(deployments)].pivot(
+        index="concurrency", columns="deployment", values=column
+    )
     wide = wide.dropna()
     if wide.empty:
         raise ValueError(f"{deployments} share no concurrency")

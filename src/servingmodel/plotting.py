@@ -24,7 +24,13 @@ X_CONCURRENCY = "concurrency (requests in flight)"
 
 FAMILY_PALETTE = {"TP2": "Blues", "TP4": "Greens", "TP8": "Oranges", "disaggregated": "Purples"}
 FAMILY_MARKER = {"TP2": "o", "TP4": "s", "TP8": "D", "disaggregated": "^"}
-_DISAGG_ORDER = ("1P-TP4 + 3D-TP4", "2P-TP4 + 2D-TP4", "3P-TP4 + 1D-TP4", "2P-TP4 + 1D-TP8", "1P-TP8 + 1D-TP8")
+_DISAGG_ORDER = (
+    "1P-TP4 + 3D-TP4",
+    "2P-TP4 + 2D-TP4",
+    "3P-TP4 + 1D-TP4",
+    "2P-TP4 + 1D-TP8",
+    "1P-TP8 + 1D-TP8",
+)
 _MAX_REPLICAS = {"TP2": 8, "TP4": 4, "TP8": 2}
 REFERENCE_COLOR = "0.3"  # reference levels: y = x, ridge points, limits, objectives
 HIGHLIGHT_COLOR = "tab:red"  # the one point a figure is about
@@ -76,8 +82,20 @@ def deployment_style(deployment: str) -> dict:
     return {"color": cmap(shade), "marker": FAMILY_MARKER[fam], "linestyle": ls}
 
 
-def plot_curves(ax, df, x: str, y: str, *, label_points: bool = True, deployments=None, alpha: float = 1.0,
-                line: bool = True, suffix: str = "", linestyle=None, marker=None) -> None:
+def plot_curves(
+    ax,
+    df,
+    x: str,
+    y: str,
+    *,
+    label_points: bool = True,
+    deployments=None,
+    alpha: float = 1.0,
+    line: bool = True,
+    suffix: str = "",
+    linestyle=None,
+    marker=None,
+) -> None:
     """Draw one curve per deployment of ``df`` (sorted by concurrency), in the house style.
 
     ``df`` needs columns ``deployment``, ``concurrency``, ``x`` and ``y``.
@@ -98,8 +116,14 @@ def plot_curves(ax, df, x: str, y: str, *, label_points: bool = True, deployment
         ax.plot(sub[x].to_numpy(float), sub[y].to_numpy(float), label=dep + suffix, alpha=alpha, **st)
         if label_points:
             for xv, yv, c in zip(sub[x], sub[y], sub["concurrency"]):
-                ax.annotate(f"{int(c)}", (float(xv), float(yv)), textcoords="offset points", xytext=(3, 3),
-                            fontsize=6, color=st["color"])
+                ax.annotate(
+                    f"{int(c)}",
+                    (float(xv), float(yv)),
+                    textcoords="offset points",
+                    xytext=(3, 3),
+                    fontsize=6,
+                    color=st["color"],
+                )
 
 
 def series_color(index: int):
@@ -128,8 +152,11 @@ def role_style(role: str, deployment: str | None = None, series: int | None = No
     if deployment is not None:
         base = deployment_style(deployment)
     elif series is not None:
-        base = {"color": series_color(series), "marker": SERIES_MARKERS[series % len(SERIES_MARKERS)],
-                "linestyle": "-"}
+        base = {
+            "color": series_color(series),
+            "marker": SERIES_MARKERS[series % len(SERIES_MARKERS)],
+            "linestyle": "-",
+        }
     else:
         base = {"color": REFERENCE_COLOR, "marker": "o", "linestyle": "-"}
     if role == "model":
@@ -143,8 +170,17 @@ def role_style(role: str, deployment: str | None = None, series: int | None = No
     return base  # curve
 
 
-def draw(ax, x, y, label: str, *, role: str = "curve", deployment: str | None = None, series: int | None = None,
-         markevery=None) -> None:
+def draw(
+    ax,
+    x,
+    y,
+    label: str,
+    *,
+    role: str = "curve",
+    deployment: str | None = None,
+    series: int | None = None,
+    markevery=None,
+) -> None:
     """Draw one series in the style of its role (see :func:`role_style`)."""
     st = role_style(role, deployment, series)
     x, y = np.asarray(x, float), np.asarray(y, float)
@@ -164,8 +200,9 @@ def reference(ax, value: float, label: str, *, axis: str = "y") -> None:
         raise ValueError(f"axis must be 'x' or 'y', got {axis!r}")
 
 
-def bars(ax, labels, values, label: str | None = None, *, deployments=None, series: int | None = None,
-         bottom=None) -> None:
+def bars(
+    ax, labels, values, label: str | None = None, *, deployments=None, series: int | None = None, bottom=None
+) -> None:
     """Bars at positions 0..n-1 (stacked on ``bottom``), coloured per deployment or as one series."""
     v = np.asarray(values, float)
     if deployments is not None:
@@ -176,8 +213,17 @@ def bars(ax, labels, values, label: str | None = None, *, deployments=None, seri
     ax.set_xticks(np.arange(len(v)), [str(lab) for lab in labels])
 
 
-def finish(ax, *, xlabel: str, ylabel: str, log_x: bool = False, log_y: bool = False, xticks=None,
-           zero_based: bool = True, legend: str = "outside") -> None:
+def finish(
+    ax,
+    *,
+    xlabel: str,
+    ylabel: str,
+    log_x: bool = False,
+    log_y: bool = False,
+    xticks=None,
+    zero_based: bool = True,
+    legend: str = "outside",
+) -> None:
     """Label the axes (with units), set the scales, and place the legend (``outside``, ``inside`` or ``none``).
 
     ``xticks`` (numbers) puts one labelled tick at each value and no minor
@@ -239,10 +285,14 @@ def figure_summary(fig) -> None:
     for i, ax in enumerate(fig.axes):
         if not ax.get_visible() or (not ax.lines and not ax.collections and not ax.patches):
             continue
-        print(f"axes {i}: x={ax.get_xlabel()!s} [{ax.get_xscale()}] y={ax.get_ylabel()!s} [{ax.get_yscale()}]")
+        print(
+            f"axes {i}: x={ax.get_xlabel()!s} [{ax.get_xscale()}] y={ax.get_ylabel()!s} [{ax.get_yscale()}]"
+        )
         for ln in ax.lines:
             xs, ys = ln.get_xdata(), ln.get_ydata()
-            pts = " ".join(f"({_fmt(float(a))},{_fmt(float(b))})" for a, b in zip(np.atleast_1d(xs), np.atleast_1d(ys)))
+            pts = " ".join(
+                f"({_fmt(float(a))},{_fmt(float(b))})" for a, b in zip(np.atleast_1d(xs), np.atleast_1d(ys))
+            )
             print(f"  line {ln.get_label()}: {pts}")
         for col in ax.collections:
             offs = col.get_offsets()
@@ -259,7 +309,9 @@ def figure_summary(fig) -> None:
 def new_figure(ncols: int = 1, nrows: int = 1, **kw):
     """A figure with the house default size scaled by the panel grid."""
     w, h = plt.rcParams["figure.figsize"]
-    kw.setdefault("figsize", (w * (1 if ncols == 1 else 0.62 * ncols), h * (1 if nrows == 1 else 0.8 * nrows)))
+    kw.setdefault(
+        "figsize", (w * (1 if ncols == 1 else 0.62 * ncols), h * (1 if nrows == 1 else 0.8 * nrows))
+    )
     return plt.subplots(nrows, ncols, **kw)
 
 
@@ -272,7 +324,10 @@ def predicted_vs_measured(pred, meas, quantity: str = "tok_s_per_gpu"):
     from .measurements import FAMILIES
 
     fig, (ax1, ax2) = new_figure(ncols=2)
-    label = {"tok_s_per_gpu": "throughput per GPU (tok/s/GPU)", "tok_s_per_user": "throughput per user (tok/s/user)"}
+    label = {
+        "tok_s_per_gpu": "throughput per GPU (tok/s/GPU)",
+        "tok_s_per_user": "throughput per user (tok/s/user)",
+    }
     for fam in FAMILIES:
         m = (meas["family"] == fam).to_numpy()
         if not m.any():
@@ -284,9 +339,16 @@ def predicted_vs_measured(pred, meas, quantity: str = "tok_s_per_gpu"):
         ax1.plot(x, y, **kw)
         ax2.plot(meas.loc[m, "concurrency"].to_numpy(float), y / x - 1.0, **kw)
     top = 1.2 * max(float(meas[quantity].max()), float(np.nanmax(pred["pred_" + quantity].to_numpy(float))))
-    bottom = 0.8 * min(float(meas[quantity].min()), float(np.nanmin(pred["pred_" + quantity].to_numpy(float))))
+    bottom = 0.8 * min(
+        float(meas[quantity].min()), float(np.nanmin(pred["pred_" + quantity].to_numpy(float)))
+    )
     ax1.plot([bottom, top], [bottom, top], color="0.3", ls="--", lw=1, label="y = x")
-    ax1.set(xscale="log", yscale="log", xlabel="measured " + label[quantity], ylabel="predicted " + label[quantity])
+    ax1.set(
+        xscale="log",
+        yscale="log",
+        xlabel="measured " + label[quantity],
+        ylabel="predicted " + label[quantity],
+    )
     ax2.axhline(0.0, color="0.3", ls="--", lw=1, label="no error")
     ax2.set(xscale="log", xlabel=X_CONCURRENCY, ylabel="residual, predicted / measured - 1")
     ax1.legend(loc="upper left")
@@ -317,15 +379,27 @@ def model_vs_measured_panels(meas, curves, x: str = "tok_s_per_user", y: str = "
             st = deployment_style(dep)
             m = sub[sub["deployment"] == dep].sort_values("concurrency")
             c = curves[curves["deployment"] == dep].sort_values("concurrency")
-            ax.plot(c["pred_" + x].to_numpy(float), c["pred_" + y].to_numpy(float), color=st["color"],
-                    linestyle=st["linestyle"], marker=None, label=f"{dep} model")
-            ax.plot(m[x].to_numpy(float), m[y].to_numpy(float), color=st["color"], linestyle="none",
-                    marker=st["marker"], label=f"{dep} measured")
+            ax.plot(
+                c["pred_" + x].to_numpy(float),
+                c["pred_" + y].to_numpy(float),
+                color=st["color"],
+                linestyle=st["linestyle"],
+                marker=None,
+                label=f"{dep} model",
+            )
+            ax.plot(
+                m[x].to_numpy(float),
+                m[y].to_numpy(float),
+                color=st["color"],
+                linestyle="none",
+                marker=st["marker"],
+                label=f"{dep} measured",
+            )
         ax.set_xlabel(X_PER_USER if x == "tok_s_per_user" else x)
         ax.set_ylabel(Y_PER_GPU if y == "tok_s_per_gpu" else y)
         ax.set_ylim(bottom=0)
         panel_label(ax, fam)
-    for ax in axes.ravel()[len(fams):]:
+    for ax in axes.ravel()[len(fams) :]:
         ax.set_visible(False)
     fig.tight_layout()
     return fig
@@ -337,10 +411,21 @@ def ladder_figure(ladder, metric: str = "gpu"):
     rows = ladder[ladder["group"] == "all"]
     fig, ax = new_figure()
     xs = np.arange(len(rows))
-    ax.plot(xs, 100 * rows[f"{metric}_median"].to_numpy(float), marker="o", color="0.2",
-            label="throughput, median")
-    ax.plot(xs, 100 * rows[f"{metric}_p90"].to_numpy(float), marker="s", color="0.55", linestyle="--",
-            label="throughput, 90th percentile")
+    ax.plot(
+        xs,
+        100 * rows[f"{metric}_median"].to_numpy(float),
+        marker="o",
+        color="0.2",
+        label="throughput, median",
+    )
+    ax.plot(
+        xs,
+        100 * rows[f"{metric}_p90"].to_numpy(float),
+        marker="s",
+        color="0.55",
+        linestyle="--",
+        label="throughput, 90th percentile",
+    )
     if "ttft_median" in rows.columns:
         ttft = 100 * rows["ttft_median"].to_numpy(float)
         ok = np.isfinite(ttft)
@@ -396,7 +481,9 @@ def tradeoff_panels(frames, titles):
         for h, lab in zip(*ax.get_legend_handles_labels()):
             handles.setdefault(lab, h)
     order = sorted(handles, key=lambda lab: int(lab.split(" x ")[0][2:]))
-    axes[-1].legend([handles[lab] for lab in order], order, loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False)
+    axes[-1].legend(
+        [handles[lab] for lab in order], order, loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False
+    )
     fig.tight_layout()
     return fig
 
@@ -410,8 +497,14 @@ def ttft_timeline(deployment: str, arrival_s, ttft_s, references: dict):
     fig, ax = new_figure()
     st = deployment_style(deployment)
     order = np.argsort(np.asarray(arrival_s, float), kind="stable")
-    ax.plot(np.asarray(arrival_s, float)[order], np.asarray(ttft_s, float)[order], ls="none", marker=st["marker"],
-            color=st["color"], label=f"{deployment}, replayed requests")
+    ax.plot(
+        np.asarray(arrival_s, float)[order],
+        np.asarray(ttft_s, float)[order],
+        ls="none",
+        marker=st["marker"],
+        color=st["color"],
+        label=f"{deployment}, replayed requests",
+    )
     styles = ["-", "--", "-.", ":"]
     if len(references) > len(styles):
         raise ValueError(f"at most {len(styles)} reference levels, got {len(references)}")
@@ -443,14 +536,31 @@ def ttft_models_vs_measured(meas, models: dict):
             if not m.any():
                 continue
             color = deployment_style(meas.loc[m, "deployment"].iloc[-1])["color"]
-            ax.plot(x[m], y[m], ls="none", marker=mk, color=color, label=f"{name}, {fam}",
-                    markerfacecolor="none" if mk == "o" else color)
+            ax.plot(
+                x[m],
+                y[m],
+                ls="none",
+                marker=mk,
+                color=color,
+                label=f"{name}, {fam}",
+                markerfacecolor="none" if mk == "o" else color,
+            )
     lo, hi = 0.8 * float(np.nanmin(x)), 1.25 * float(np.nanmax(x))
     ax.plot([lo, hi], [lo, hi], label="y = x", **role_style("reference"))
     b = TARGETS.latency_median
-    ax.fill_between([lo, hi], [(1 - b) * lo, (1 - b) * hi], [(1 + b) * lo, (1 + b) * hi], color="0.85", lw=0,
-                    label=f"within {100 * b:.0f} %")
-    ax.set(xscale="log", yscale="log", xlabel="measured time to first token (s)",
-           ylabel="predicted time to first token (s)")
+    ax.fill_between(
+        [lo, hi],
+        [(1 - b) * lo, (1 - b) * hi],
+        [(1 + b) * lo, (1 + b) * hi],
+        color="0.85",
+        lw=0,
+        label=f"within {100 * b:.0f} %",
+    )
+    ax.set(
+        xscale="log",
+        yscale="log",
+        xlabel="measured time to first token (s)",
+        ylabel="predicted time to first token (s)",
+    )
     legend_outside(ax)
     return fig

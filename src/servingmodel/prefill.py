@@ -10,7 +10,6 @@ from __future__ import annotations
 import numpy as np
 
 from . import checks
-
 from .roofline import _check_eff, decode_flops_per_token, linear_flops_per_token
 from .specs import GpuSpec, ModelSpec
 
@@ -31,8 +30,9 @@ def decode_flops_per_request(model: ModelSpec, isl, osl):
     return o * decode_flops_per_token(model, mean_ctx)
 
 
-def prefill_compute_time_s(model: ModelSpec, gpu: GpuSpec, tp, isl, compute_efficiency: float,
-                           compute_dtype: str = "bf16"):
+def prefill_compute_time_s(
+    model: ModelSpec, gpu: GpuSpec, tp, isl, compute_efficiency: float, compute_dtype: str = "bf16"
+):
     """Time of the prefill FLOPs split over ``tp`` GPUs at the given model-FLOPs utilisation."""
     _check_eff("compute_efficiency", compute_efficiency)
     return prefill_flops(model, isl) / (np.asarray(tp, float) * gpu.flops(compute_dtype) * compute_efficiency)
@@ -56,8 +56,9 @@ def prefill_time_share(batch, prefill_s, decode_step_s, osl):
     return pf / (pf + (osl - 1) * checks.positive("decode_step_s", decode_step_s))
 
 
-def compute_bound_ceiling_tok_s_per_gpu(model: ModelSpec, gpu: GpuSpec, isl, osl, compute_efficiency: float,
-                                        compute_dtype: str = "bf16"):
+def compute_bound_ceiling_tok_s_per_gpu(
+    model: ModelSpec, gpu: GpuSpec, isl, osl, compute_efficiency: float, compute_dtype: str = "bf16"
+):
     """Output tok/s/GPU if every FLOP of prefill and decode ran at the given efficiency (no memory limit)."""
     _check_eff("compute_efficiency", compute_efficiency)
     total = prefill_flops(model, isl) + decode_flops_per_request(model, isl, osl)
@@ -72,7 +73,9 @@ def prefill_decode_flops_ratio(model: ModelSpec, isl, osl):
     return prefill_flops(model, isl) / decode_flops_per_request(model, isl, osl)
 
 
-def implied_compute_efficiency(model: ModelSpec, gpu: GpuSpec, tp, isl, prefill_s, compute_dtype: str = "bf16"):
+def implied_compute_efficiency(
+    model: ModelSpec, gpu: GpuSpec, tp, isl, prefill_s, compute_dtype: str = "bf16"
+):
     """Model-FLOPs utilisation at which the prefill of ``isl`` tokens on ``tp`` GPUs takes ``prefill_s``."""
     t = np.asarray(prefill_s, float)
     if np.any(~(t > 0)):
@@ -94,4 +97,6 @@ def interference_tpot_s(batch, decode_step_s, prefill_s, osl):
         raise ValueError(f"batch must be at least 1, got {batch!r}")
     if np.any(np.asarray(osl, float) < 2):
         raise ValueError(f"osl must be at least 2, got {osl!r}")
-    return np.asarray(decode_step_s, float) + (b - 1.0) * np.asarray(prefill_s, float) / (np.asarray(osl, float) - 1.0)
+    return np.asarray(decode_step_s, float) + (b - 1.0) * np.asarray(prefill_s, float) / (
+        np.asarray(osl, float) - 1.0
+    )

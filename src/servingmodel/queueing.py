@@ -68,8 +68,9 @@ def prefill_contention_s(batch, prefill_s, service_s):
     """
     others = np.maximum(checks.nonnegative("batch", batch) - 1.0, 0.0)
     cap = constant("prefill_slot_max_utilisation")
-    rho = np.minimum(others * checks.nonnegative("prefill_s", prefill_s) / checks.positive("service_s", service_s),
-                     cap)
+    rho = np.minimum(
+        others * checks.nonnegative("prefill_s", prefill_s) / checks.positive("service_s", service_s), cap
+    )
     return rho / (2.0 * (1.0 - rho)) * np.asarray(prefill_s, float)
 
 
@@ -81,8 +82,12 @@ def first_wave_delay_s(batch, prefill_s, prompts_per_slot):
     (B - 1) / 2 x t_pf / prompts_per_slot.
     """
     checks.positive("prompts_per_slot", prompts_per_slot)
-    return (checks.nonnegative("batch", batch) - 1.0) / 2.0 * checks.nonnegative("prefill_s", prefill_s) \
+    return (
+        (checks.nonnegative("batch", batch) - 1.0)
+        / 2.0
+        * checks.nonnegative("prefill_s", prefill_s)
         / prompts_per_slot
+    )
 
 
 def drain_factor(batch, service_s, tok_s, requests, osl):

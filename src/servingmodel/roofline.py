@@ -12,7 +12,6 @@ from __future__ import annotations
 import numpy as np
 
 from . import checks
-
 from .specs import GpuSpec, ModelSpec, dtype_bytes
 
 
@@ -21,7 +20,9 @@ def _check_tp(model: ModelSpec, tp) -> None:
     if np.any(tp_arr < 1) or np.any(tp_arr != np.round(tp_arr)):
         raise ValueError(f"tensor-parallel size must be a whole number >= 1, got {tp!r}")
     if np.any(model.num_heads % tp_arr):
-        raise ValueError(f"tensor-parallel size {tp!r} must divide the {model.num_heads} attention heads of {model.name}")
+        raise ValueError(
+            f"tensor-parallel size {tp!r} must divide the {model.num_heads} attention heads of {model.name}"
+        )
 
 
 def _check_eff(name: str, value) -> None:
@@ -54,11 +55,22 @@ def attention_flops_per_context_token(model: ModelSpec) -> float:
 
 def decode_flops_per_token(model: ModelSpec, context_tokens):
     """FLOPs of one decode token over ``context_tokens`` of context: linear layers plus attention."""
-    return linear_flops_per_token(model) + attention_flops_per_context_token(model) * np.asarray(context_tokens, float)
+    return linear_flops_per_token(model) + attention_flops_per_context_token(model) * np.asarray(
+        context_tokens, float
+    )
 
 
-def decode_memory_time_s(model: ModelSpec, gpu: GpuSpec, tp, batch, context_tokens, bandwidth_efficiency: float,
-                         weight_dtype: str = "bf16", kv_dtype: str = "bf16", kv_bandwidth_efficiency: float | None = None):
+def decode_memory_time_s(
+    model: ModelSpec,
+    gpu: GpuSpec,
+    tp,
+    batch,
+    context_tokens,
+    bandwidth_efficiency: float,
+    weight_dtype: str = "bf16",
+    kv_dtype: str = "bf16",
+    kv_bandwidth_efficiency: float | None = None,
+):
     """Time to read the weight shard and the batch's KV cache from HBM.
 
     The weights stream through the matrix multiplications at
@@ -70,13 +82,25 @@ def decode_memory_time_s(model: ModelSpec, gpu: GpuSpec, tp, batch, context_toke
     kv_eff = bandwidth_efficiency if kv_bandwidth_efficiency is None else kv_bandwidth_efficiency
     _check_eff("kv_bandwidth_efficiency", kv_eff)
     b = checks.nonnegative("batch", batch)
-    kv_bytes = b * checks.nonnegative("context_tokens", context_tokens) * kv_bytes_per_token_per_gpu(model, tp, kv_dtype)
-    return (weight_bytes_per_gpu(model, tp, weight_dtype) / bandwidth_efficiency + kv_bytes / kv_eff) \
-        / gpu.hbm_bandwidth_bytes_s
+    kv_bytes = (
+        b
+        * checks.nonnegative("context_tokens", context_tokens)
+        * kv_bytes_per_token_per_gpu(model, tp, kv_dtype)
+    )
+    return (
+        weight_bytes_per_gpu(model, tp, weight_dtype) / bandwidth_efficiency + kv_bytes / kv_eff
+    ) / gpu.hbm_bandwidth_bytes_s
 
 
-def decode_compute_time_s(model: ModelSpec, gpu: GpuSpec, tp, batch, context_tokens, compute_efficiency: float,
-                          compute_dtype: str = "bf16"):
+def decode_compute_time_s(
+    model: ModelSpec,
+    gpu: GpuSpec,
+    tp,
+    batch,
+    context_tokens,
+    compute_efficiency: float,
+    compute_dtype: str = "bf16",
+):
     """Time of the decode FLOPs: linear layers plus attention over the context."""
     _check_eff("compute_efficiency", compute_efficiency)
     b = checks.nonnegative("batch", batch)
@@ -84,33 +108,60 @@ def decode_compute_time_s(model: ModelSpec, gpu: GpuSpec, tp, batch, context_tok
     return flops / (np.asarray(tp, float) * gpu.flops(compute_dtype) * compute_efficiency)
 
 
-def decode_step_time_s(model: ModelSpec, gpu: GpuSpec, tp, batch, context_tokens, *, bandwidth_efficiency: float,
-                       compute_efficiency: float, step_overhead_s: float = 0.0, weight_dtype: str = "bf16",
-                       kv_dtype: str = "bf16", kv_bandwidth_efficiency: float | None = None):
+def decode_step_time_s(
+    model: ModelSpec,
+    gpu: GpuSpec,
+    tp,
+    batch,
+    context_tokens,
+    *,
+    bandwidth_efficiency: float,
+    compute_efficiency: float,
+    step_overhead_s: float = 0.0,
+    weight_dtype: str = "bf16",
+    kv_dtype: str = "bf16",
+    kv_bandwidth_efficiency: float | None = None,
+):
     """Roofline time of one decode step: overhead + max(memory time, compute time)."""
     checks.nonnegative("step_overhead_s", step_overhead_s)
     b = np.asarray(batch, float)
     if not np.all(np.isfinite(b) & (b >= 1)):
         raise ValueError(f"batch must be at least 1 and finite, got {batch!r}")
-    mem = decode_memory_time_s(model, gpu, tp, b, context_tokens, bandwidth_efficiency, weight_dtype, kv_dtype,
-                               kv_bandwidth_efficiency)
-    comp = decode_compute_time_s(model, gpu, tp, b, context_tokens, compute_efficiency,
-                                 "fp8" if weight_dtype == "fp8" else "bf16")
+    mem = decode_memory_time_s(
+        model,
+        gpu,
+        tp,
+        b,
+        context_tokens,
+        bandwidth_efficiency,
+        weight_dtype,
+        kv_dtype,
+        kv_bandwidth_efficiency,
+    )
+    comp = decode_compute_time_s(
+        model, gpu, tp, b, context_tokens, compute_efficiency, "fp8" if weight_dtype == "fp8" else "bf16"
+    )
     return step_overhead_s + np.maximum(mem, comp)
 
 
-def arithmetic_intensity(model: ModelSpec, tp, batch, context_tokens, weight_dtype: str = "bf16",
-                         kv_dtype: str = "bf16"):
+def arithmetic_intensity(
+    model: ModelSpec, tp, batch, context_tokens, weight_dtype: str = "bf16", kv_dtype: str = "bf16"
+):
     """FLOPs per byte read in one decode step on one GPU."""
     b = np.asarray(batch, float)
     flops = b * decode_flops_per_token(model, context_tokens) / np.asarray(tp, float)
-    bytes_read = weight_bytes_per_gpu(model, tp, weight_dtype) + b * np.asarray(context_tokens, float) * \
-        kv_bytes_per_token_per_gpu(model, tp, kv_dtype)
+    bytes_read = weight_bytes_per_gpu(model, tp, weight_dtype) + b * np.asarray(
+        context_tokens, float
+    ) * kv_bytes_per_token_per_gpu(model, tp, kv_dtype)
     return flops / bytes_read
 
 
-def ridge_point(gpu: GpuSpec, weight_dtype: str = "bf16", compute_efficiency: float = 1.0,
-                bandwidth_efficiency: float = 1.0) -> float:
+def ridge_point(
+    gpu: GpuSpec,
+    weight_dtype: str = "bf16",
+    compute_efficiency: float = 1.0,
+    bandwidth_efficiency: float = 1.0,
+) -> float:
     """FLOPs per byte at which a kernel turns compute-bound: achieved FLOP/s over achieved bytes/s (peaks by default)."""
     _check_eff("compute_efficiency", compute_efficiency)
     _check_eff("bandwidth_efficiency", bandwidth_efficiency)
@@ -118,8 +169,14 @@ def ridge_point(gpu: GpuSpec, weight_dtype: str = "bf16", compute_efficiency: fl
     return float(compute_efficiency * flops / (bandwidth_efficiency * gpu.hbm_bandwidth_bytes_s))
 
 
-def critical_batch(model: ModelSpec, gpu: GpuSpec, context_tokens: float = 0.0, weight_dtype: str = "bf16",
-                   kv_dtype: str = "bf16", max_batch: int = 100_000) -> float:
+def critical_batch(
+    model: ModelSpec,
+    gpu: GpuSpec,
+    context_tokens: float = 0.0,
+    weight_dtype: str = "bf16",
+    kv_dtype: str = "bf16",
+    max_batch: int = 100_000,
+) -> float:
     """Smallest batch at which a decode step becomes compute-bound (peak FLOPs vs peak bandwidth).
 
     Returns ``inf`` when even an unbounded batch stays below the ridge point
@@ -146,27 +203,60 @@ def per_user_tok_s(ttft_s, tpot_s, osl: int):
     return osl / (np.asarray(ttft_s, float) + (osl - 1) * np.asarray(tpot_s, float))
 
 
-def decode_time_terms_s(model: ModelSpec, gpu: GpuSpec, tp, batch, context_tokens, *, bandwidth_efficiency: float,
-                        compute_efficiency: float, step_overhead_s: float = 0.0, weight_dtype: str = "bf16",
-                        kv_dtype: str = "bf16", kv_bandwidth_efficiency: float | None = None) -> dict:
+def decode_time_terms_s(
+    model: ModelSpec,
+    gpu: GpuSpec,
+    tp,
+    batch,
+    context_tokens,
+    *,
+    bandwidth_efficiency: float,
+    compute_efficiency: float,
+    step_overhead_s: float = 0.0,
+    weight_dtype: str = "bf16",
+    kv_dtype: str = "bf16",
+    kv_bandwidth_efficiency: float | None = None,
+) -> dict:
     """The parts of one decode step (chapter 03), each in seconds.
 
     ``weights_s`` and ``kv_s`` are the two HBM reads (``memory_s`` is their
     sum), ``compute_s`` the FLOP time, ``overhead_s`` the fixed per-step time
     and ``step_s`` their roofline combination, equal to :func:`decode_step_time_s`.
     """
-    step = decode_step_time_s(model, gpu, tp, batch, context_tokens, bandwidth_efficiency=bandwidth_efficiency,
-                              compute_efficiency=compute_efficiency, step_overhead_s=step_overhead_s,
-                              weight_dtype=weight_dtype, kv_dtype=kv_dtype,
-                              kv_bandwidth_efficiency=kv_bandwidth_efficiency)
+    step = decode_step_time_s(
+        model,
+        gpu,
+        tp,
+        batch,
+        context_tokens,
+        bandwidth_efficiency=bandwidth_efficiency,
+        compute_efficiency=compute_efficiency,
+        step_overhead_s=step_overhead_s,
+        weight_dtype=weight_dtype,
+        kv_dtype=kv_dtype,
+        kv_bandwidth_efficiency=kv_bandwidth_efficiency,
+    )
     kv_eff = bandwidth_efficiency if kv_bandwidth_efficiency is None else kv_bandwidth_efficiency
-    weights = weight_bytes_per_gpu(model, tp, weight_dtype) / (gpu.hbm_bandwidth_bytes_s * bandwidth_efficiency)
-    kv = np.asarray(batch, float) * np.asarray(context_tokens, float) * \
-        kv_bytes_per_token_per_gpu(model, tp, kv_dtype) / (gpu.hbm_bandwidth_bytes_s * kv_eff)
-    comp = decode_compute_time_s(model, gpu, tp, batch, context_tokens, compute_efficiency,
-                                 "fp8" if weight_dtype == "fp8" else "bf16")
-    return {"weights_s": weights, "kv_s": kv, "memory_s": weights + kv, "compute_s": comp,
-            "overhead_s": step_overhead_s, "step_s": step}
+    weights = weight_bytes_per_gpu(model, tp, weight_dtype) / (
+        gpu.hbm_bandwidth_bytes_s * bandwidth_efficiency
+    )
+    kv = (
+        np.asarray(batch, float)
+        * np.asarray(context_tokens, float)
+        * kv_bytes_per_token_per_gpu(model, tp, kv_dtype)
+        / (gpu.hbm_bandwidth_bytes_s * kv_eff)
+    )
+    comp = decode_compute_time_s(
+        model, gpu, tp, batch, context_tokens, compute_efficiency, "fp8" if weight_dtype == "fp8" else "bf16"
+    )
+    return {
+        "weights_s": weights,
+        "kv_s": kv,
+        "memory_s": weights + kv,
+        "compute_s": comp,
+        "overhead_s": step_overhead_s,
+        "step_s": step,
+    }
 
 
 def asymptotic_intensity(model: ModelSpec, context_tokens, kv_dtype: str = "bf16"):
@@ -185,8 +275,9 @@ def asymptotic_intensity(model: ModelSpec, context_tokens, kv_dtype: str = "bf16
         return flops / (c * model.kv_bytes_per_token(kv_dtype))
 
 
-def critical_context_tokens(model: ModelSpec, gpu: GpuSpec, weight_dtype: str = "bf16",
-                            kv_dtype: str = "bf16") -> float:
+def critical_context_tokens(
+    model: ModelSpec, gpu: GpuSpec, weight_dtype: str = "bf16", kv_dtype: str = "bf16"
+) -> float:
     """Context length beyond which no batch makes a decode step compute-bound (chapter 03).
 
     Solves :func:`asymptotic_intensity` = peak FLOPs / peak bandwidth for the

@@ -11,7 +11,7 @@ from __future__ import annotations
 import dataclasses
 import math
 from dataclasses import dataclass
-from functools import lru_cache
+from functools import cache
 from pathlib import Path
 
 import pandas as pd
@@ -104,7 +104,9 @@ class Profile:
     cpu_cores: float
     routing: str
     host_penalty: bool
-    vllm_version: str = ""  # the vLLM release the pods ran, where known (for the text; the model does not use it)
+    vllm_version: str = (
+        ""  # the vLLM release the pods ran, where known (for the text; the model does not use it)
+    )
     kv_block_tokens: int | None = None  # vLLM's KV-cache block size, where known (likewise)
 
     def __post_init__(self):
@@ -115,7 +117,9 @@ class Profile:
         if not self.cpu_cores > 0:
             raise SpecError(f"profile {self.name}: cpu_cores must be positive")
         if self.routing not in ("random", "balanced"):
-            raise SpecError(f"profile {self.name}: routing must be 'random' or 'balanced', got {self.routing!r}")
+            raise SpecError(
+                f"profile {self.name}: routing must be 'random' or 'balanced', got {self.routing!r}"
+            )
 
 
 @dataclass(frozen=True)
@@ -139,7 +143,7 @@ class ParameterFact:
 def dtypes(data_dir: Path = DATA_DIR) -> dict[str, float]:
     """Known precisions and their bytes per value, from the ``dtype_bytes_<dtype>`` rows of ``data/parameters.csv``."""
     facts = parameter_facts(data_dir)
-    return {n[len(DTYPE_PREFIX):]: f.nominal for n, f in facts.items() if n.startswith(DTYPE_PREFIX)}
+    return {n[len(DTYPE_PREFIX) :]: f.nominal for n, f in facts.items() if n.startswith(DTYPE_PREFIX)}
 
 
 def check_dtype(dtype: str) -> str:
@@ -209,7 +213,7 @@ def _add_aliases(path: Path, names: dict, name: str, facts: dict) -> None:
         names[key] = name
 
 
-@lru_cache(maxsize=None)
+@cache
 def _gpu_registry(path: Path) -> tuple[dict[str, GpuSpec], dict[str, str]]:
     raw = _read_long(path, "gpu")
     specs, names = {}, {}
@@ -227,11 +231,20 @@ def _gpu_registry(path: Path) -> tuple[dict[str, GpuSpec], dict[str, str]]:
     return specs, names
 
 
-@lru_cache(maxsize=None)
+@cache
 def _model_registry(path: Path) -> tuple[dict[str, ModelSpec], dict[str, str]]:
     raw = _read_long(path, "model")
     specs, names = {}, {}
-    ints = ("num_layers", "hidden_size", "num_heads", "num_kv_heads", "head_dim", "ffn_size", "vocab_size", "max_context")
+    ints = (
+        "num_layers",
+        "hidden_size",
+        "num_heads",
+        "num_kv_heads",
+        "head_dim",
+        "ffn_size",
+        "vocab_size",
+        "max_context",
+    )
     for name, f in raw.items():
         kw = {q: _whole_num(path, name, f, q) for q in ints}
         specs[name] = ModelSpec(name=name, num_params=_num(path, name, f, "num_params"), **kw)
@@ -239,7 +252,7 @@ def _model_registry(path: Path) -> tuple[dict[str, ModelSpec], dict[str, str]]:
     return specs, names
 
 
-@lru_cache(maxsize=None)
+@cache
 def _profile_registry(path: Path) -> dict[str, Profile]:
     raw = _read_long(path, "profile")
     out = {}
@@ -254,7 +267,9 @@ def _profile_registry(path: Path) -> dict[str, Profile]:
                 routing=f["routing"][0],
                 host_penalty=hp == "1",
                 vllm_version=f.get("vllm_version", ("", ""))[0],
-                kv_block_tokens=_whole_num(path, name, f, "kv_block_tokens") if "kv_block_tokens" in f else None,
+                kv_block_tokens=_whole_num(path, name, f, "kv_block_tokens")
+                if "kv_block_tokens" in f
+                else None,
             )
         except KeyError as e:
             raise SpecError(f"{path.name}: profile {name} has no {e.args[0]!r}") from None
@@ -301,7 +316,7 @@ def profiles(data_dir: Path = DATA_DIR) -> dict[str, Profile]:
     return dict(_profile_registry(Path(data_dir) / "profiles.csv"))
 
 
-@lru_cache(maxsize=None)
+@cache
 def _parameter_table(path: Path) -> dict[str, ParameterFact]:
     if not path.exists():
         raise SpecError(f"{path}: parameter file not found")
@@ -336,13 +351,20 @@ def _parameter_table(path: Path) -> dict[str, ParameterFact]:
             try:
                 prior_sd = float(r["prior_sd"])
             except ValueError:
-                raise SpecError(f"{path.name}, row {row}, column 'prior_sd': not a number: {r['prior_sd']!r}") from None
+                raise SpecError(
+                    f"{path.name}, row {row}, column 'prior_sd': not a number: {r['prior_sd']!r}"
+                ) from None
             if not (math.isfinite(prior_sd) and prior_sd > 0):
-                raise SpecError(f"{path.name}, row {row}, column 'prior_sd': must be positive, got {prior_sd}")
+                raise SpecError(
+                    f"{path.name}, row {row}, column 'prior_sd': must be positive, got {prior_sd}"
+                )
             if r["fitted"] != "yes":
-                raise SpecError(f"{path.name}, row {row}, column 'prior_sd': only a fitted parameter can have a prior")
-        out[name] = ParameterFact(name, nominal, low, high, r["unit"], r["fitted"] == "yes", r["source"].strip(),
-                                  prior_sd)
+                raise SpecError(
+                    f"{path.name}, row {row}, column 'prior_sd': only a fitted parameter can have a prior"
+                )
+        out[name] = ParameterFact(
+            name, nominal, low, high, r["unit"], r["fitted"] == "yes", r["source"].strip(), prior_sd
+        )
     return out
 
 

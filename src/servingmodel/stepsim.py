@@ -64,8 +64,10 @@ class Engine:
             if not (np.isfinite(v) and v >= 0):
                 raise ValueError(f"{name} must be finite and non-negative, got {v!r}")
         if self.kv_capacity_tokens < self.isl + self.osl:
-            raise ValueError(f"the KV cache holds {self.kv_capacity_tokens:.0f} tokens, fewer than one request "
-                             f"of {self.isl + self.osl}")
+            raise ValueError(
+                f"the KV cache holds {self.kv_capacity_tokens:.0f} tokens, fewer than one request "
+                f"of {self.isl + self.osl}"
+            )
         if self.max_running < 1 or len(self.decode_step_s) != self.max_running + 1:
             raise ValueError("decode_step_s must give the step time for every batch 0 .. max_running")
         steps = np.asarray(self.decode_step_s[1:], float)
@@ -75,8 +77,10 @@ class Engine:
     def step_s(self, n_decode: int, n_prompt_tokens: int) -> float:
         """Duration of one step with ``n_decode`` decoding requests and ``n_prompt_tokens`` prompt tokens."""
         if not 0 <= n_decode <= self.max_running or n_prompt_tokens < 0:
-            raise ValueError(f"need 0 <= n_decode <= {self.max_running} and n_prompt_tokens >= 0, "
-                             f"got {n_decode}, {n_prompt_tokens}")
+            raise ValueError(
+                f"need 0 <= n_decode <= {self.max_running} and n_prompt_tokens >= 0, "
+                f"got {n_decode}, {n_prompt_tokens}"
+            )
         base = self.decode_step_s[n_decode] if n_decode else self.idle_step_s
         return base + n_prompt_tokens * self.prefill_s_per_token
 
@@ -97,8 +101,16 @@ def engine_from_instance(instance, max_num_batched_tokens: int, max_num_seqs: in
     capacity = float(instance.max_batch) * float(mean_context_tokens(isl, osl))
     max_running = int(min(max_num_seqs, np.floor(capacity / isl) + 1))
     steps = np.asarray(instance.decode_step_s(np.arange(1, max_running + 1, dtype=float)), float)
-    return Engine(isl, osl, pf, overhead + float(instance.host_s), (0.0, *map(float, steps)), capacity,
-                  max_running, int(max_num_batched_tokens))
+    return Engine(
+        isl,
+        osl,
+        pf,
+        overhead + float(instance.host_s),
+        (0.0, *map(float, steps)),
+        capacity,
+        max_running,
+        int(max_num_batched_tokens),
+    )
 
 
 @dataclass(frozen=True)
@@ -276,16 +288,27 @@ class StaleRouter:
             first = self.loads is None
             self.taken_s, self.loads = t, np.asarray(loads).copy()
             self.target = _least_loaded(self.loads, self.rng)
-            if first and self.first_target is not None:  # the tie of the first snapshot, decided by the caller
+            if (
+                first and self.first_target is not None
+            ):  # the tie of the first snapshot, decided by the caller
                 if self.loads[self.first_target] != self.loads.min():
-                    raise ValueError(f"first_target {self.first_target} is not among the least-loaded instances")
+                    raise ValueError(
+                        f"first_target {self.first_target} is not among the least-loaded instances"
+                    )
                 self.target = int(self.first_target)
             return self.target
         return self.target if self.herd else _least_loaded(self.loads, self.rng)
 
 
-def replay(engines, concurrency: int, prompts: int, routing: str = "balanced", seed: int = 0,
-           refresh_s: float | None = None, burst_target: int | None = None) -> RunResult:
+def replay(
+    engines,
+    concurrency: int,
+    prompts: int,
+    routing: str = "balanced",
+    seed: int = 0,
+    refresh_s: float | None = None,
+    burst_target: int | None = None,
+) -> RunResult:
     """Replay one benchmark run: ``concurrency`` clients, ``prompts`` requests in all, over ``engines``.
 
     ``routing`` is ``"random"`` (each request to a uniformly random instance,
@@ -310,7 +333,9 @@ def replay(engines, concurrency: int, prompts: int, routing: str = "balanced", s
     if burst_target is not None and not 0 <= burst_target < len(engines):
         raise ValueError(f"burst_target must name one of the {len(engines)} instances, got {burst_target!r}")
     if concurrency < 1 or prompts < concurrency:
-        raise ValueError(f"need 1 <= concurrency <= prompts, got concurrency={concurrency}, prompts={prompts}")
+        raise ValueError(
+            f"need 1 <= concurrency <= prompts, got concurrency={concurrency}, prompts={prompts}"
+        )
     osl = engines[0].osl
     if any(e.osl != osl or e.isl != engines[0].isl for e in engines):
         raise ValueError("all engines must serve the same workload (isl, osl)")
@@ -326,9 +351,16 @@ def replay(engines, concurrency: int, prompts: int, routing: str = "balanced", s
         if end is not None:
             heapq.heappush(heap, (end, idx, i.version))
 
-    stale = StaleRouter(constant("router_refresh_s") if refresh_s is None else refresh_s, rng,
-                        herd=routing == "stale-herd", first_target=burst_target) \
-        if routing.startswith("stale") else None
+    stale = (
+        StaleRouter(
+            constant("router_refresh_s") if refresh_s is None else refresh_s,
+            rng,
+            herd=routing == "stale-herd",
+            first_target=burst_target,
+        )
+        if routing.startswith("stale")
+        else None
+    )
 
     def route(t: float):
         nonlocal issued
@@ -376,17 +408,37 @@ def replay(engines, concurrency: int, prompts: int, routing: str = "balanced", s
         schedule(i, idx)
     if issued != prompts or len(ttfts) != prompts:
         raise RuntimeError(f"replay ended with {len(ttfts)} of {prompts} requests complete")
-    return RunResult(prompts * osl / end_s, float(np.mean(ttfts)), float(np.mean(tpots)), end_s, prompts,
-                     sum(i.preemptions for i in inst), np.array(arrivals), np.array(ttfts),
-                     max(i.peak_running for i in inst))
+    return RunResult(
+        prompts * osl / end_s,
+        float(np.mean(ttfts)),
+        float(np.mean(tpots)),
+        end_s,
+        prompts,
+        sum(i.preemptions for i in inst),
+        np.array(arrivals),
+        np.array(ttfts),
+        max(i.peak_running for i in inst),
+    )
 
 
-def engines_for(model, gpu, isl: int, osl: int, layout, profile, params, weight_dtype: str = "bf16",
-                kv_dtype: str = "bf16", max_num_batched_tokens: int | None = None) -> list[Engine]:
+def engines_for(
+    model,
+    gpu,
+    isl: int,
+    osl: int,
+    layout,
+    profile,
+    params,
+    weight_dtype: str = "bf16",
+    kv_dtype: str = "bf16",
+    max_num_batched_tokens: int | None = None,
+) -> list[Engine]:
     """One :class:`Engine` per instance of ``layout`` (a P/D layout: all its pods, serving aggregated)."""
     from .fullmodel import Features, make_instance
 
-    budget = int(constant("max_num_batched_tokens") if max_num_batched_tokens is None else max_num_batched_tokens)
+    budget = int(
+        constant("max_num_batched_tokens") if max_num_batched_tokens is None else max_num_batched_tokens
+    )
     engines = {}
     for tp in set(layout.instance_tps()):
         inst = make_instance(model, gpu, tp, isl, osl, profile, params, Features(), weight_dtype, kv_dtype)
@@ -394,10 +446,22 @@ def engines_for(model, gpu, isl: int, osl: int, layout, profile, params, weight_
     return [engines[tp] for tp in layout.instance_tps()]
 
 
-def replay_runs(model, gpu, isl: int, osl: int, layout, concurrency: int, profile, params, seeds: int | None = None,
-                weight_dtype: str = "bf16", kv_dtype: str = "bf16",
-                max_num_batched_tokens: int | None = None, routing: str | None = None,
-                refresh_s: float | None = None) -> list[RunResult]:
+def replay_runs(
+    model,
+    gpu,
+    isl: int,
+    osl: int,
+    layout,
+    concurrency: int,
+    profile,
+    params,
+    seeds: int | None = None,
+    weight_dtype: str = "bf16",
+    kv_dtype: str = "bf16",
+    max_num_batched_tokens: int | None = None,
+    routing: str | None = None,
+    refresh_s: float | None = None,
+) -> list[RunResult]:
     """Replay the benchmark at one point, as the harness ran it (``prompts_per_slot`` x C prompts), once per seed.
 
     With one instance nothing is random and there is one run; with more, the
@@ -411,8 +475,9 @@ def replay_runs(model, gpu, isl: int, osl: int, layout, concurrency: int, profil
     """
     if concurrency < 1 or int(concurrency) != concurrency:
         raise ValueError(f"concurrency must be a whole number of at least 1, got {concurrency!r}")
-    engines = engines_for(model, gpu, isl, osl, layout, profile, params, weight_dtype, kv_dtype,
-                          max_num_batched_tokens)
+    engines = engines_for(
+        model, gpu, isl, osl, layout, profile, params, weight_dtype, kv_dtype, max_num_batched_tokens
+    )
     prompts = int(constant("prompts_per_slot")) * int(concurrency)
     n = 1 if len(engines) == 1 else int(seeds if seeds is not None else constant("replay_seeds"))
     if n < 1:
@@ -420,27 +485,66 @@ def replay_runs(model, gpu, isl: int, osl: int, layout, concurrency: int, profil
     routing = routing or profile.routing
     if routing == "stale-herd" and len(engines) > 1:
         # where the opening burst lands decides the run; average over every instance instead of sampling it
-        return [replay(engines, int(concurrency), prompts, routing, seed=s, refresh_s=refresh_s, burst_target=k)
-                for k in range(len(engines)) for s in range(n)]
-    return [replay(engines, int(concurrency), prompts, routing, seed=s, refresh_s=refresh_s) for s in range(n)]
+        return [
+            replay(engines, int(concurrency), prompts, routing, seed=s, refresh_s=refresh_s, burst_target=k)
+            for k in range(len(engines))
+            for s in range(n)
+        ]
+    return [
+        replay(engines, int(concurrency), prompts, routing, seed=s, refresh_s=refresh_s) for s in range(n)
+    ]
 
 
-def replay_point(model, gpu, isl: int, osl: int, layout, concurrency: int, profile, params,
-                 seeds: int | None = None, weight_dtype: str = "bf16", kv_dtype: str = "bf16",
-                 max_num_batched_tokens: int | None = None, routing: str | None = None,
-                 refresh_s: float | None = None) -> RunResult:
+def replay_point(
+    model,
+    gpu,
+    isl: int,
+    osl: int,
+    layout,
+    concurrency: int,
+    profile,
+    params,
+    seeds: int | None = None,
+    weight_dtype: str = "bf16",
+    kv_dtype: str = "bf16",
+    max_num_batched_tokens: int | None = None,
+    routing: str | None = None,
+    refresh_s: float | None = None,
+) -> RunResult:
     """:func:`replay_runs` averaged over its seeds; the per-request record is the first run's."""
-    runs = replay_runs(model, gpu, isl, osl, layout, concurrency, profile, params, seeds, weight_dtype, kv_dtype,
-                       max_num_batched_tokens, routing, refresh_s)
+    runs = replay_runs(
+        model,
+        gpu,
+        isl,
+        osl,
+        layout,
+        concurrency,
+        profile,
+        params,
+        seeds,
+        weight_dtype,
+        kv_dtype,
+        max_num_batched_tokens,
+        routing,
+        refresh_s,
+    )
     first = runs[0]
-    return RunResult(float(np.mean([r.output_tok_s for r in runs])), float(np.mean([r.mean_ttft_s for r in runs])),
-                     float(np.mean([r.mean_tpot_s for r in runs])), float(np.mean([r.duration_s for r in runs])),
-                     first.requests, int(round(np.mean([r.preemptions for r in runs]))), first.arrival_s,
-                     first.ttft_s, max(r.peak_running for r in runs))
+    return RunResult(
+        float(np.mean([r.output_tok_s for r in runs])),
+        float(np.mean([r.mean_ttft_s for r in runs])),
+        float(np.mean([r.mean_tpot_s for r in runs])),
+        float(np.mean([r.duration_s for r in runs])),
+        first.requests,
+        int(round(np.mean([r.preemptions for r in runs]))),
+        first.arrival_s,
+        first.ttft_s,
+        max(r.peak_running for r in runs),
+    )
 
 
-def replay_measurements(meas, params, seeds: int | None = None, routing: str | None = None,
-                        refresh_s: float | None = None):
+def replay_measurements(
+    meas, params, seeds: int | None = None, routing: str | None = None, refresh_s: float | None = None
+):
     """Replay every measured point; returns the deployment columns plus ``replay_*`` columns.
 
     ``replay_output_tok_s``, ``replay_tok_s_per_gpu``, ``replay_ttft_ms``,
@@ -455,12 +559,28 @@ def replay_measurements(meas, params, seeds: int | None = None, routing: str | N
 
     rows = []
     for _, r in meas.iterrows():
-        res = replay_point(get_model(r["model"]), get_gpu(r["gpu"]), int(r["isl"]), int(r["osl"]), layout_of(r),
-                           int(r["concurrency"]), benchmark_profile(r), params, seeds, routing=routing,
-                           refresh_s=refresh_s)
-        rows.append({"replay_output_tok_s": res.output_tok_s, "replay_tok_s_per_gpu": res.output_tok_s / r["num_gpus"],
-                     "replay_ttft_ms": res.mean_ttft_s * 1e3, "replay_tpot_ms": res.mean_tpot_s * 1e3,
-                     "replay_preemptions": res.preemptions})
+        res = replay_point(
+            get_model(r["model"]),
+            get_gpu(r["gpu"]),
+            int(r["isl"]),
+            int(r["osl"]),
+            layout_of(r),
+            int(r["concurrency"]),
+            benchmark_profile(r),
+            params,
+            seeds,
+            routing=routing,
+            refresh_s=refresh_s,
+        )
+        rows.append(
+            {
+                "replay_output_tok_s": res.output_tok_s,
+                "replay_tok_s_per_gpu": res.output_tok_s / r["num_gpus"],
+                "replay_ttft_ms": res.mean_ttft_s * 1e3,
+                "replay_tpot_ms": res.mean_tpot_s * 1e3,
+                "replay_preemptions": res.preemptions,
+            }
+        )
     keep = [c for c in ("deployment", "family", "concurrency") if c in meas.columns]
     return pd.concat([meas[keep], pd.DataFrame(rows, index=meas.index)], axis=1)
 
@@ -488,7 +608,9 @@ def with_replayed_ttft(pred, replayed):
     return out
 
 
-def reserve_staircase(model, gpu, isl: int, osl: int, layout, concurrency: int, profile, params, reserves_gib):
+def reserve_staircase(
+    model, gpu, isl: int, osl: int, layout, concurrency: int, profile, params, reserves_gib
+):
     """Replay one point with the memory reserve set to each of ``reserves_gib`` in turn (chapter 08).
 
     Whole requests make the replay's throughput a staircase in the reserve,
@@ -510,12 +632,21 @@ def reserve_staircase(model, gpu, isl: int, osl: int, layout, concurrency: int, 
     rows = []
     for reserve in reserves_gib:
         q = dataclasses.replace(params, memory_reserve_gib=float(reserve))
-        engine = engine_from_instance(make_instance(model, gpu, layout.tp, isl, osl, profile, q, Features()),
-                                      int(constant("max_num_batched_tokens")), int(constant("max_num_seqs")))
+        engine = engine_from_instance(
+            make_instance(model, gpu, layout.tp, isl, osl, profile, q, Features()),
+            int(constant("max_num_batched_tokens")),
+            int(constant("max_num_seqs")),
+        )
         run = replay_point(model, gpu, isl, osl, layout, concurrency, profile, q)
         mf = predict_aggregated(model, gpu, isl, osl, layout, concurrency, profile, q)
-        rows.append({"reserve_gib": float(reserve),
-                     "whole_requests_that_fit": int(full_requests_that_fit(engine.kv_capacity_tokens, isl, osl)),
-                     "replay_tok_s_per_gpu": run.output_tok_s / layout.num_gpus, "preemptions": run.preemptions,
-                     "peak_running": run.peak_running, "meanfield_tok_s_per_gpu": mf.tok_s_per_gpu})
+        rows.append(
+            {
+                "reserve_gib": float(reserve),
+                "whole_requests_that_fit": int(full_requests_that_fit(engine.kv_capacity_tokens, isl, osl)),
+                "replay_tok_s_per_gpu": run.output_tok_s / layout.num_gpus,
+                "preemptions": run.preemptions,
+                "peak_running": run.peak_running,
+                "meanfield_tok_s_per_gpu": mf.tok_s_per_gpu,
+            }
+        )
     return pd.DataFrame(rows)

@@ -24,20 +24,39 @@ from __future__ import annotations
 import dataclasses
 
 import numpy as np
-
-from . import checks
 import pandas as pd
 
-from . import kvcache
+from . import checks, kvcache
 from .fullmodel import Features, Layout, ModelParams, make_instance, make_instance_arrays, predict_arrays
 from .measurements import deployment_label
 from .specs import GIB, GpuSpec, ModelSpec, Profile, check_dtype, get_gpu, get_model, get_profile
 
 #: Columns of every frame this module returns, in order.
 SWEEP_COLUMNS = [
-    "model", "gpu", "profile", "weight_dtype", "kv_dtype", "kind", "deployment", "tp", "replicas", "p_tp",
-    "p_replicas", "d_tp", "d_replicas", "num_gpus", "isl", "osl", "concurrency", "output_tok_s", "tok_s_per_gpu",
-    "tok_s_per_user", "ttft_ms", "tpot_ms", "max_batch", "fits",
+    "model",
+    "gpu",
+    "profile",
+    "weight_dtype",
+    "kv_dtype",
+    "kind",
+    "deployment",
+    "tp",
+    "replicas",
+    "p_tp",
+    "p_replicas",
+    "d_tp",
+    "d_replicas",
+    "num_gpus",
+    "isl",
+    "osl",
+    "concurrency",
+    "output_tok_s",
+    "tok_s_per_gpu",
+    "tok_s_per_user",
+    "ttft_ms",
+    "tpot_ms",
+    "max_batch",
+    "fits",
 ]
 #: Default concurrency grid of :func:`candidates`: powers of two, 1 to 1024.
 DEFAULT_CONCURRENCIES = tuple(2**k for k in range(11))
@@ -63,8 +82,10 @@ def _check_tp(model: ModelSpec, name: str, tp: np.ndarray) -> None:
     checks.whole(name, tp, 1)
     bad = np.unique(tp[np.asarray(model.num_heads % tp.astype(np.int64), bool)])
     if bad.size:
-        raise ValueError(f"{name} {bad.astype(int).tolist()} must divide the {model.num_heads} attention heads "
-                         f"of {model.name}")
+        raise ValueError(
+            f"{name} {bad.astype(int).tolist()} must divide the {model.num_heads} attention heads "
+            f"of {model.name}"
+        )
 
 
 def _check_workload(isl: np.ndarray, osl: np.ndarray) -> None:
@@ -75,11 +96,24 @@ def _check_workload(isl: np.ndarray, osl: np.ndarray) -> None:
 def _check_concurrency(c: np.ndarray) -> None:
     given = c[~np.isnan(c)]
     if np.any(~np.isfinite(given)) or np.any(given < 1) or np.any(given != np.round(given)):
-        raise ValueError("concurrency must be whole numbers >= 1 (NaN or None: the maximum-throughput regime)")
+        raise ValueError(
+            "concurrency must be whole numbers >= 1 (NaN or None: the maximum-throughput regime)"
+        )
 
 
-def instance_max_batch(model, gpu, profile, params: ModelParams | None = None, *, tp, isl, osl,
-                       weight_dtype: str = "bf16", kv_dtype: str = "bf16", features: Features = Features()):
+def instance_max_batch(
+    model,
+    gpu,
+    profile,
+    params: ModelParams | None = None,
+    *,
+    tp,
+    isl,
+    osl,
+    weight_dtype: str = "bf16",
+    kv_dtype: str = "bf16",
+    features: Features = Features(),
+):
     """KV-cache batch limit of one instance (requests of mean context), and whether one request fits.
 
     Returns ``(max_batch, fits)`` as arrays broadcast over the inputs.
@@ -89,8 +123,20 @@ def instance_max_batch(model, gpu, profile, params: ModelParams | None = None, *
     tp, isl, osl = np.broadcast_arrays(*(np.asarray(v, float) for v in (tp, isl, osl)))
     _check_tp(m, "tp", tp)
     _check_workload(isl, osl)
-    inst = make_instance_arrays(m, g, tp, isl, osl, p.gpu_memory_utilization, p.cpu_cores, float(p.host_penalty),
-                                params, features, check_dtype(weight_dtype), check_dtype(kv_dtype))
+    inst = make_instance_arrays(
+        m,
+        g,
+        tp,
+        isl,
+        osl,
+        p.gpu_memory_utilization,
+        p.cpu_cores,
+        float(p.host_penalty),
+        params,
+        features,
+        check_dtype(weight_dtype),
+        check_dtype(kv_dtype),
+    )
     bmax = np.broadcast_to(np.asarray(inst.max_batch, float), tp.shape)
     fits = bmax * kvcache.mean_context_tokens(isl, osl) >= isl + osl
     return bmax, fits
@@ -106,8 +152,20 @@ def saturating_concurrency(max_batch, instances):
     return np.maximum(np.ceil(n * b - 1e-9), 1.0)
 
 
-def long_run_ceiling(model, gpu, profile, params: ModelParams | None = None, *, tp, replicas=1, isl, osl,
-                     weight_dtype: str = "bf16", kv_dtype: str = "bf16", features: Features = Features()) -> np.ndarray:
+def long_run_ceiling(
+    model,
+    gpu,
+    profile,
+    params: ModelParams | None = None,
+    *,
+    tp,
+    replicas=1,
+    isl,
+    osl,
+    weight_dtype: str = "bf16",
+    kv_dtype: str = "bf16",
+    features: Features = Features(),
+) -> np.ndarray:
     """Output tok/s of aggregated serving with an unlimited queue, in the long run: its maximum throughput.
 
     The limit of :func:`sweep`'s ``output_tok_s`` as the concurrency grows
@@ -123,13 +181,27 @@ def long_run_ceiling(model, gpu, profile, params: ModelParams | None = None, *, 
     params = _params(params)
     check_dtype(weight_dtype)
     check_dtype(kv_dtype)
-    tp, reps, isl, osl = (np.array(a.ravel()) for a in np.broadcast_arrays(
-        *(np.asarray(v, float) for v in (tp, replicas, isl, osl))))
+    tp, reps, isl, osl = (
+        np.array(a.ravel())
+        for a in np.broadcast_arrays(*(np.asarray(v, float) for v in (tp, replicas, isl, osl)))
+    )
     _check_tp(m, "tp", tp)
     checks.whole("replicas", reps, 1)
     _check_workload(isl, osl)
-    inst = make_instance_arrays(m, g, tp, isl, osl, p.gpu_memory_utilization, p.cpu_cores, float(p.host_penalty),
-                                params, features, weight_dtype, kv_dtype)
+    inst = make_instance_arrays(
+        m,
+        g,
+        tp,
+        isl,
+        osl,
+        p.gpu_memory_utilization,
+        p.cpu_cores,
+        float(p.host_penalty),
+        params,
+        features,
+        weight_dtype,
+        kv_dtype,
+    )
     bmax = np.broadcast_to(np.asarray(inst.max_batch, float), tp.shape)
     if np.any(np.isinf(bmax)):
         raise ValueError("the maximum throughput needs a finite KV batch limit (features.kv_limit on)")
@@ -140,10 +212,23 @@ def long_run_ceiling(model, gpu, profile, params: ModelParams | None = None, *, 
     return np.where(fits, reps * np.asarray(tok, float), np.nan)
 
 
-def long_run_ceiling_disaggregated(model, gpu, profile, params: ModelParams | None = None, *, p_tp, p_replicas, d_tp,
-                                   d_replicas, isl, osl, weight_dtype: str = "bf16", kv_dtype: str = "bf16",
-                                   features: Features = Features(),
-                                   transfer_bytes_s: float | None = None) -> np.ndarray:
+def long_run_ceiling_disaggregated(
+    model,
+    gpu,
+    profile,
+    params: ModelParams | None = None,
+    *,
+    p_tp,
+    p_replicas,
+    d_tp,
+    d_replicas,
+    isl,
+    osl,
+    weight_dtype: str = "bf16",
+    kv_dtype: str = "bf16",
+    features: Features = Features(),
+    transfer_bytes_s: float | None = None,
+) -> np.ndarray:
     """Output tok/s of true P/D disaggregation with an unlimited queue, in the long run: its maximum throughput.
 
     The limit of :func:`sweep_disaggregated`'s ``output_tok_s`` as the
@@ -164,8 +249,10 @@ def long_run_ceiling_disaggregated(model, gpu, profile, params: ModelParams | No
     out = np.full(ptp.size, np.nan)
     for i in range(ptp.size):
         s, o = int(isl[i]), int(osl[i])
-        p_inst, d_inst = (make_instance(m, g, int(t), s, o, p, params, features, weight_dtype, kv_dtype)
-                          for t in (ptp[i], dtp[i]))
+        p_inst, d_inst = (
+            make_instance(m, g, int(t), s, o, p, params, features, weight_dtype, kv_dtype)
+            for t in (ptp[i], dtp[i])
+        )
         ctx = float(kvcache.mean_context_tokens(s, o))
         d_bmax = float(d_inst.max_batch)
         if not np.isfinite(d_bmax):
@@ -174,27 +261,67 @@ def long_run_ceiling_disaggregated(model, gpu, profile, params: ModelParams | No
         if float(p_inst.max_batch) * ctx < s or d_bmax * ctx < s + o:
             continue
         t_x = float(disagg.kv_transfer_time_s(m, s, bw, kv_dtype))
-        caps = disagg.pool_capacities(float(p_inst.prefill_s), int(prep[i]), t_x, int(min(prep[i], drep[i])),
-                                      d_inst.decode_step_s, o, int(drep[i]), d_bmax)
+        caps = disagg.pool_capacities(
+            float(p_inst.prefill_s),
+            int(prep[i]),
+            t_x,
+            int(min(prep[i], drep[i])),
+            d_inst.decode_step_s,
+            o,
+            int(drep[i]),
+            d_bmax,
+        )
         out[i] = o * min(caps.values())
     return out
 
 
-def insufficient_memory_reason(model, gpu, profile, params: ModelParams | None = None, *, tp, isl, osl,
-                               weight_dtype: str = "bf16", kv_dtype: str = "bf16") -> str | None:
+def insufficient_memory_reason(
+    model,
+    gpu,
+    profile,
+    params: ModelParams | None = None,
+    *,
+    tp,
+    isl,
+    osl,
+    weight_dtype: str = "bf16",
+    kv_dtype: str = "bf16",
+) -> str | None:
     """Why one instance at ``tp`` cannot hold one request (None when it can), from :mod:`kvcache`."""
     m, g, p = resolve(model, gpu, profile)
     params = _params(params)
     try:
-        kvcache.check_deployment_fits(g, m, int(tp), int(isl), int(osl), p.gpu_memory_utilization,
-                                      params.memory_reserve_gib * GIB, weight_dtype, kv_dtype)
+        kvcache.check_deployment_fits(
+            g,
+            m,
+            int(tp),
+            int(isl),
+            int(osl),
+            p.gpu_memory_utilization,
+            params.memory_reserve_gib * GIB,
+            weight_dtype,
+            kv_dtype,
+        )
     except kvcache.InsufficientMemoryError as e:
         return str(e)
     return None
 
 
-def sweep(model, gpu, profile, params: ModelParams | None = None, *, tp, replicas=1, concurrency=None, isl, osl,
-          weight_dtype: str = "bf16", kv_dtype: str = "bf16", features: Features = Features()) -> pd.DataFrame:
+def sweep(
+    model,
+    gpu,
+    profile,
+    params: ModelParams | None = None,
+    *,
+    tp,
+    replicas=1,
+    concurrency=None,
+    isl,
+    osl,
+    weight_dtype: str = "bf16",
+    kv_dtype: str = "bf16",
+    features: Features = Features(),
+) -> pd.DataFrame:
     """Predict many aggregated scenarios at once (numpy arrays, broadcast together).
 
     ``tp``, ``replicas``, ``concurrency``, ``isl`` and ``osl`` are scalars or
@@ -213,8 +340,10 @@ def sweep(model, gpu, profile, params: ModelParams | None = None, *, tp, replica
     check_dtype(weight_dtype)
     check_dtype(kv_dtype)
     c_in = np.nan if concurrency is None else concurrency
-    tp, reps, c, isl, osl = (a.ravel() for a in np.broadcast_arrays(
-        *(np.asarray(v, float) for v in (tp, replicas, c_in, isl, osl))))
+    tp, reps, c, isl, osl = (
+        a.ravel()
+        for a in np.broadcast_arrays(*(np.asarray(v, float) for v in (tp, replicas, c_in, isl, osl)))
+    )
     tp, reps, c, isl, osl = (np.array(a) for a in (tp, reps, c, isl, osl))  # writable copies
     _check_tp(m, "tp", tp)
     checks.whole("replicas", reps, 1)
@@ -222,22 +351,60 @@ def sweep(model, gpu, profile, params: ModelParams | None = None, *, tp, replica
     _check_concurrency(c)
     unset = np.isnan(c)
     if unset.any():
-        bmax, fits = instance_max_batch(m, g, p, params, tp=tp[unset], isl=isl[unset], osl=osl[unset],
-                                        weight_dtype=weight_dtype, kv_dtype=kv_dtype, features=features)
+        bmax, fits = instance_max_batch(
+            m,
+            g,
+            p,
+            params,
+            tp=tp[unset],
+            isl=isl[unset],
+            osl=osl[unset],
+            weight_dtype=weight_dtype,
+            kv_dtype=kv_dtype,
+            features=features,
+        )
         c[unset] = np.where(fits, saturating_concurrency(bmax, reps[unset]), 1.0)
-    out = predict_arrays(m, g, params, features, concurrency=c, isl=isl, osl=osl, tp_a=tp, count_a=reps,
-                         gpu_memory_utilization=p.gpu_memory_utilization, cpu_cores=p.cpu_cores,
-                         host_penalty=float(p.host_penalty), random_routing=float(p.routing == "random"),
-                         weight_dtype=weight_dtype, kv_dtype=kv_dtype)
+    out = predict_arrays(
+        m,
+        g,
+        params,
+        features,
+        concurrency=c,
+        isl=isl,
+        osl=osl,
+        tp_a=tp,
+        count_a=reps,
+        gpu_memory_utilization=p.gpu_memory_utilization,
+        cpu_cores=p.cpu_cores,
+        host_penalty=float(p.host_penalty),
+        random_routing=float(p.routing == "random"),
+        weight_dtype=weight_dtype,
+        kv_dtype=kv_dtype,
+    )
     fits = np.asarray(out["fits"], bool)
     nan = np.full(tp.size, np.nan)
-    return _sweep_frame(m, g, p, weight_dtype, kv_dtype, "aggregated", (tp, reps, nan, nan, nan, nan), isl, osl, c,
-                        out["output_tok_s"], np.asarray(out["ttft_s"], float) * 1e3,
-                        np.asarray(out["tpot_s"], float) * 1e3, np.where(fits, out["max_batch"], np.nan), fits)
+    return _sweep_frame(
+        m,
+        g,
+        p,
+        weight_dtype,
+        kv_dtype,
+        "aggregated",
+        (tp, reps, nan, nan, nan, nan),
+        isl,
+        osl,
+        c,
+        out["output_tok_s"],
+        np.asarray(out["ttft_s"], float) * 1e3,
+        np.asarray(out["tpot_s"], float) * 1e3,
+        np.where(fits, out["max_batch"], np.nan),
+        fits,
+    )
 
 
-def _sweep_frame(m, g, p, weight_dtype, kv_dtype, kind, layout, isl, osl, c, total, ttft_ms, tpot_ms, max_batch,
-                 fits) -> pd.DataFrame:
+def _sweep_frame(
+    m, g, p, weight_dtype, kv_dtype, kind, layout, isl, osl, c, total, ttft_ms, tpot_ms, max_batch, fits
+) -> pd.DataFrame:
     """The result frame of every sweep (:data:`SWEEP_COLUMNS`); ``layout`` = (tp, replicas, p_tp, p_replicas,
     d_tp, d_replicas) arrays, NaN where a field does not apply to ``kind``."""
     names = ("tp", "replicas", "p_tp", "p_replicas", "d_tp", "d_replicas")
@@ -245,23 +412,53 @@ def _sweep_frame(m, g, p, weight_dtype, kv_dtype, kind, layout, isl, osl, c, tot
     own = names[:2] if kind == "aggregated" else names[2:]  # whole numbers; the others stay NaN
     n = c.size
     gpus = np.nan_to_num(fields["tp"] * fields["replicas"]) + np.nan_to_num(
-        fields["p_tp"] * fields["p_replicas"] + fields["d_tp"] * fields["d_replicas"])
+        fields["p_tp"] * fields["p_replicas"] + fields["d_tp"] * fields["d_replicas"]
+    )
     total = np.asarray(total, float)
-    return pd.DataFrame({
-        "model": [m.name] * n, "gpu": [g.name] * n, "profile": [p.name] * n,
-        "weight_dtype": [weight_dtype] * n, "kv_dtype": [kv_dtype] * n, "kind": [kind] * n,
-        "deployment": [deployment_label(kind, *row) for row in zip(*fields.values())],
-        **{k: (v.astype(int) if k in own else v) for k, v in fields.items()},
-        "num_gpus": gpus.astype(int), "isl": isl.astype(int), "osl": osl.astype(int), "concurrency": c.astype(int),
-        "output_tok_s": total, "tok_s_per_gpu": total / gpus, "tok_s_per_user": total / c,
-        "ttft_ms": np.asarray(ttft_ms, float), "tpot_ms": np.asarray(tpot_ms, float),
-        "max_batch": np.asarray(max_batch, float), "fits": np.asarray(fits, bool),
-    }, columns=SWEEP_COLUMNS)
+    return pd.DataFrame(
+        {
+            "model": [m.name] * n,
+            "gpu": [g.name] * n,
+            "profile": [p.name] * n,
+            "weight_dtype": [weight_dtype] * n,
+            "kv_dtype": [kv_dtype] * n,
+            "kind": [kind] * n,
+            "deployment": [deployment_label(kind, *row) for row in zip(*fields.values())],
+            **{k: (v.astype(int) if k in own else v) for k, v in fields.items()},
+            "num_gpus": gpus.astype(int),
+            "isl": isl.astype(int),
+            "osl": osl.astype(int),
+            "concurrency": c.astype(int),
+            "output_tok_s": total,
+            "tok_s_per_gpu": total / gpus,
+            "tok_s_per_user": total / c,
+            "ttft_ms": np.asarray(ttft_ms, float),
+            "tpot_ms": np.asarray(tpot_ms, float),
+            "max_batch": np.asarray(max_batch, float),
+            "fits": np.asarray(fits, bool),
+        },
+        columns=SWEEP_COLUMNS,
+    )
 
 
-def sweep_disaggregated(model, gpu, profile, params: ModelParams | None = None, *, p_tp, p_replicas, d_tp,
-                        d_replicas, concurrency=None, isl, osl, weight_dtype: str = "bf16", kv_dtype: str = "bf16",
-                        features: Features = Features(), transfer_bytes_s: float | None = None) -> pd.DataFrame:
+def sweep_disaggregated(
+    model,
+    gpu,
+    profile,
+    params: ModelParams | None = None,
+    *,
+    p_tp,
+    p_replicas,
+    d_tp,
+    d_replicas,
+    concurrency=None,
+    isl,
+    osl,
+    weight_dtype: str = "bf16",
+    kv_dtype: str = "bf16",
+    features: Features = Features(),
+    transfer_bytes_s: float | None = None,
+) -> pd.DataFrame:
     """Predict true prefill/decode-disaggregated scenarios (:func:`disagg.predict_disaggregated`, point by point).
 
     Same conventions and columns as :func:`sweep`. ``concurrency`` None or NaN
@@ -275,38 +472,96 @@ def sweep_disaggregated(model, gpu, profile, params: ModelParams | None = None, 
     params = _params(params)
     check_dtype(weight_dtype)
     check_dtype(kv_dtype)
-    ptp, prep, dtp, drep, c, isl, osl = _pd_inputs(m, p_tp, p_replicas, d_tp, d_replicas, concurrency, isl, osl)
+    ptp, prep, dtp, drep, c, isl, osl = _pd_inputs(
+        m, p_tp, p_replicas, d_tp, d_replicas, concurrency, isl, osl
+    )
     # a prefill instance must hold one prompt (isl tokens), a decode instance one whole request
-    p_bmax, _ = instance_max_batch(m, g, p, params, tp=ptp, isl=isl, osl=osl, features=features,
-                                   weight_dtype=weight_dtype, kv_dtype=kv_dtype)
+    p_bmax, _ = instance_max_batch(
+        m,
+        g,
+        p,
+        params,
+        tp=ptp,
+        isl=isl,
+        osl=osl,
+        features=features,
+        weight_dtype=weight_dtype,
+        kv_dtype=kv_dtype,
+    )
     p_fits = p_bmax * kvcache.mean_context_tokens(isl, osl) >= isl
-    d_bmax, d_fits = instance_max_batch(m, g, p, params, tp=dtp, isl=isl, osl=osl, features=features,
-                                        weight_dtype=weight_dtype, kv_dtype=kv_dtype)
+    d_bmax, d_fits = instance_max_batch(
+        m,
+        g,
+        p,
+        params,
+        tp=dtp,
+        isl=isl,
+        osl=osl,
+        features=features,
+        weight_dtype=weight_dtype,
+        kv_dtype=kv_dtype,
+    )
     unset = np.isnan(c)
     c[unset] = np.where(d_fits[unset], saturating_concurrency(d_bmax[unset], drep[unset]), 1.0)
     n = ptp.size
     res = np.full((n, 5), np.nan)
     fits = p_fits & d_fits
     for i in np.flatnonzero(fits):
-        layout = Layout("disaggregated", p_tp=int(ptp[i]), p_replicas=int(prep[i]), d_tp=int(dtp[i]),
-                        d_replicas=int(drep[i]))
+        layout = Layout(
+            "disaggregated",
+            p_tp=int(ptp[i]),
+            p_replicas=int(prep[i]),
+            d_tp=int(dtp[i]),
+            d_replicas=int(drep[i]),
+        )
         try:
-            pr = disagg.predict_disaggregated(m, g, int(isl[i]), int(osl[i]), layout, float(c[i]), p, params,
-                                              features, weight_dtype, kv_dtype, transfer_bytes_s=transfer_bytes_s)
+            pr = disagg.predict_disaggregated(
+                m,
+                g,
+                int(isl[i]),
+                int(osl[i]),
+                layout,
+                float(c[i]),
+                p,
+                params,
+                features,
+                weight_dtype,
+                kv_dtype,
+                transfer_bytes_s=transfer_bytes_s,
+            )
         except kvcache.InsufficientMemoryError:
             fits[i] = False
             continue
         res[i] = (pr.output_tok_s, pr.ttft_s * 1e3, pr.tpot_s * 1e3, pr.max_batch, 0.0)
     nan = np.full(n, np.nan)
-    return _sweep_frame(m, g, p, weight_dtype, kv_dtype, "disaggregated", (nan, nan, ptp, prep, dtp, drep), isl, osl,
-                        c, res[:, 0], res[:, 1], res[:, 2], res[:, 3], fits)
+    return _sweep_frame(
+        m,
+        g,
+        p,
+        weight_dtype,
+        kv_dtype,
+        "disaggregated",
+        (nan, nan, ptp, prep, dtp, drep),
+        isl,
+        osl,
+        c,
+        res[:, 0],
+        res[:, 1],
+        res[:, 2],
+        res[:, 3],
+        fits,
+    )
 
 
 def _pd_inputs(m, p_tp, p_replicas, d_tp, d_replicas, concurrency, isl, osl):
     """Broadcast and check the layout and workload arrays of a P/D sweep."""
     c_in = np.nan if concurrency is None else concurrency
-    ptp, prep, dtp, drep, c, isl, osl = (np.array(a.ravel()) for a in np.broadcast_arrays(
-        *(np.asarray(v, float) for v in (p_tp, p_replicas, d_tp, d_replicas, c_in, isl, osl))))
+    ptp, prep, dtp, drep, c, isl, osl = (
+        np.array(a.ravel())
+        for a in np.broadcast_arrays(
+            *(np.asarray(v, float) for v in (p_tp, p_replicas, d_tp, d_replicas, c_in, isl, osl))
+        )
+    )
     _check_tp(m, "p_tp", ptp)
     _check_tp(m, "d_tp", dtp)
     checks.whole("p_replicas", prep, 1)
@@ -316,9 +571,23 @@ def _pd_inputs(m, p_tp, p_replicas, d_tp, d_replicas, concurrency, isl, osl):
     return ptp, prep, dtp, drep, c, isl, osl
 
 
-def sweep_served_aggregated(model, gpu, profile, params: ModelParams | None = None, *, p_tp, p_replicas, d_tp,
-                            d_replicas, concurrency, isl, osl, weight_dtype: str = "bf16", kv_dtype: str = "bf16",
-                            features: Features = Features()) -> pd.DataFrame:
+def sweep_served_aggregated(
+    model,
+    gpu,
+    profile,
+    params: ModelParams | None = None,
+    *,
+    p_tp,
+    p_replicas,
+    d_tp,
+    d_replicas,
+    concurrency,
+    isl,
+    osl,
+    weight_dtype: str = "bf16",
+    kv_dtype: str = "bf16",
+    features: Features = Features(),
+) -> pd.DataFrame:
     """The P/D layouts of :func:`sweep_disaggregated` with every pod serving whole requests (vectorised).
 
     This is how the benchmark's dashed deployments actually ran (chapter 07):
@@ -332,20 +601,60 @@ def sweep_served_aggregated(model, gpu, profile, params: ModelParams | None = No
     params = _params(params)
     check_dtype(weight_dtype)
     check_dtype(kv_dtype)
-    ptp, prep, dtp, drep, c, isl, osl = _pd_inputs(m, p_tp, p_replicas, d_tp, d_replicas, concurrency, isl, osl)
-    out = predict_arrays(m, g, params, features, concurrency=c, isl=isl, osl=osl, tp_a=ptp, count_a=prep, tp_b=dtp,
-                         count_b=drep, gpu_memory_utilization=p.gpu_memory_utilization, cpu_cores=p.cpu_cores,
-                         host_penalty=float(p.host_penalty), random_routing=float(p.routing == "random"),
-                         weight_dtype=weight_dtype, kv_dtype=kv_dtype)
+    ptp, prep, dtp, drep, c, isl, osl = _pd_inputs(
+        m, p_tp, p_replicas, d_tp, d_replicas, concurrency, isl, osl
+    )
+    out = predict_arrays(
+        m,
+        g,
+        params,
+        features,
+        concurrency=c,
+        isl=isl,
+        osl=osl,
+        tp_a=ptp,
+        count_a=prep,
+        tp_b=dtp,
+        count_b=drep,
+        gpu_memory_utilization=p.gpu_memory_utilization,
+        cpu_cores=p.cpu_cores,
+        host_penalty=float(p.host_penalty),
+        random_routing=float(p.routing == "random"),
+        weight_dtype=weight_dtype,
+        kv_dtype=kv_dtype,
+    )
     fits = np.asarray(out["fits"], bool)
     nan = np.full(c.size, np.nan)
-    return _sweep_frame(m, g, p, weight_dtype, kv_dtype, "disaggregated", (nan, nan, ptp, prep, dtp, drep), isl, osl,
-                        c, out["output_tok_s"], np.asarray(out["ttft_s"], float) * 1e3,
-                        np.asarray(out["tpot_s"], float) * 1e3, np.where(fits, out["max_batch"], np.nan), fits)
+    return _sweep_frame(
+        m,
+        g,
+        p,
+        weight_dtype,
+        kv_dtype,
+        "disaggregated",
+        (nan, nan, ptp, prep, dtp, drep),
+        isl,
+        osl,
+        c,
+        out["output_tok_s"],
+        np.asarray(out["ttft_s"], float) * 1e3,
+        np.asarray(out["tpot_s"], float) * 1e3,
+        np.where(fits, out["max_batch"], np.nan),
+        fits,
+    )
 
 
-def pool_ceilings(model, gpu, profile, params: ModelParams | None = None, *, layouts, isl: int, osl: int,
-                  features: Features = Features()) -> pd.DataFrame:
+def pool_ceilings(
+    model,
+    gpu,
+    profile,
+    params: ModelParams | None = None,
+    *,
+    layouts,
+    isl: int,
+    osl: int,
+    features: Features = Features(),
+) -> pd.DataFrame:
     """Throughput per GPU that each pool of a true P/D layout could sustain on its own.
 
     ``layouts`` is a list of (p_tp, p_replicas, d_tp, d_replicas). Columns:
@@ -363,9 +672,13 @@ def pool_ceilings(model, gpu, profile, params: ModelParams | None = None, *, lay
         _pd_inputs(m, ptp, prep, dtp, drep, 1, isl, osl)
         gpus = ptp * prep + dtp * drep
         p_inst, d_inst = (make_instance(m, g, n, isl, osl, p, params, features) for n in (ptp, dtp))
-        rows.append({"deployment": deployment_label("disaggregated", None, None, ptp, prep, dtp, drep),
-                     "prefill_ceiling_tok_s_per_gpu": disagg.prefill_pool_ceiling_tok_s(p_inst, prep) / gpus,
-                     "decode_ceiling_tok_s_per_gpu": disagg.decode_pool_ceiling_tok_s(d_inst, drep) / gpus})
+        rows.append(
+            {
+                "deployment": deployment_label("disaggregated", None, None, ptp, prep, dtp, drep),
+                "prefill_ceiling_tok_s_per_gpu": disagg.prefill_pool_ceiling_tok_s(p_inst, prep) / gpus,
+                "decode_ceiling_tok_s_per_gpu": disagg.decode_pool_ceiling_tok_s(d_inst, drep) / gpus,
+            }
+        )
     return pd.DataFrame(rows)
 
 
@@ -396,7 +709,10 @@ def pareto_frontier(df: pd.DataFrame, x: str = "tok_s_per_user", y: str = "tok_s
 
 def node_tps(model, gpu) -> tuple[int, ...]:
     """Tensor-parallel sizes that fit inside one node of ``gpu`` and split the attention heads of ``model`` evenly."""
-    m, g = (get_model(model) if isinstance(model, str) else model), (get_gpu(gpu) if isinstance(gpu, str) else gpu)
+    m, g = (
+        (get_model(model) if isinstance(model, str) else model),
+        (get_gpu(gpu) if isinstance(gpu, str) else gpu),
+    )
     return tuple(t for t in range(1, g.gpus_per_node + 1) if m.num_heads % t == 0)
 
 
@@ -415,14 +731,29 @@ def layouts_for(num_gpus: int, tps, *, disaggregated: bool = True) -> list[Layou
                 rest = num_gpus - pt * pr
                 for dt in tps:
                     if rest >= dt and rest % dt == 0:
-                        out.append(Layout("disaggregated", p_tp=pt, p_replicas=pr, d_tp=dt, d_replicas=rest // dt))
+                        out.append(
+                            Layout("disaggregated", p_tp=pt, p_replicas=pr, d_tp=dt, d_replicas=rest // dt)
+                        )
     return out
 
 
-def candidates(model, gpu, profile, params: ModelParams | None = None, *, num_gpus: int = 16, isl, osl,
-               concurrencies=DEFAULT_CONCURRENCIES, tps=None, disaggregated: bool = True,
-               weight_dtype: str = "bf16", kv_dtype: str = "bf16", features: Features = Features(),
-               transfer_bytes_s: float | None = None) -> pd.DataFrame:
+def candidates(
+    model,
+    gpu,
+    profile,
+    params: ModelParams | None = None,
+    *,
+    num_gpus: int = 16,
+    isl,
+    osl,
+    concurrencies=DEFAULT_CONCURRENCIES,
+    tps=None,
+    disaggregated: bool = True,
+    weight_dtype: str = "bf16",
+    kv_dtype: str = "bf16",
+    features: Features = Features(),
+    transfer_bytes_s: float | None = None,
+) -> pd.DataFrame:
     """Every layout of :func:`layouts_for` at every concurrency (columns of :func:`sweep`).
 
     ``tps`` defaults to :func:`node_tps`; a TP that does not divide the model's attention heads is refused.
@@ -432,7 +763,9 @@ def candidates(model, gpu, profile, params: ModelParams | None = None, *, num_gp
     tps = node_tps(m, g) if tps is None else tuple(tps)
     bad = [t for t in tps if m.num_heads % t]
     if bad:
-        raise ValueError(f"tensor-parallel sizes {bad} do not divide the {m.num_heads} attention heads of {m.name}")
+        raise ValueError(
+            f"tensor-parallel sizes {bad} do not divide the {m.num_heads} attention heads of {m.name}"
+        )
     cs = np.asarray(concurrencies, float)
     lays = layouts_for(num_gpus, tps, disaggregated=disaggregated)
     agg = [lay for lay in lays if lay.kind == "aggregated"]
@@ -441,22 +774,59 @@ def candidates(model, gpu, profile, params: ModelParams | None = None, *, num_gp
     if agg:
         tp = np.repeat([lay.tp for lay in agg], cs.size)
         reps = np.repeat([lay.replicas for lay in agg], cs.size)
-        frames.append(sweep(m, g, p, params, tp=tp, replicas=reps, concurrency=np.tile(cs, len(agg)), isl=isl,
-                            osl=osl, weight_dtype=weight_dtype, kv_dtype=kv_dtype, features=features))
+        frames.append(
+            sweep(
+                m,
+                g,
+                p,
+                params,
+                tp=tp,
+                replicas=reps,
+                concurrency=np.tile(cs, len(agg)),
+                isl=isl,
+                osl=osl,
+                weight_dtype=weight_dtype,
+                kv_dtype=kv_dtype,
+                features=features,
+            )
+        )
     if pd_:
-        col = {f: np.repeat([getattr(lay, f) for lay in pd_], cs.size)
-               for f in ("p_tp", "p_replicas", "d_tp", "d_replicas")}
-        frames.append(sweep_disaggregated(m, g, p, params, **col, concurrency=np.tile(cs, len(pd_)), isl=isl,
-                                          osl=osl, weight_dtype=weight_dtype, kv_dtype=kv_dtype, features=features,
-                                          transfer_bytes_s=transfer_bytes_s))
+        col = {
+            f: np.repeat([getattr(lay, f) for lay in pd_], cs.size)
+            for f in ("p_tp", "p_replicas", "d_tp", "d_replicas")
+        }
+        frames.append(
+            sweep_disaggregated(
+                m,
+                g,
+                p,
+                params,
+                **col,
+                concurrency=np.tile(cs, len(pd_)),
+                isl=isl,
+                osl=osl,
+                weight_dtype=weight_dtype,
+                kv_dtype=kv_dtype,
+                features=features,
+                transfer_bytes_s=transfer_bytes_s,
+            )
+        )
     return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=SWEEP_COLUMNS)
 
 
-def meets_objective(df: pd.DataFrame, *, min_tok_s_per_user: float | None = None,
-                    max_ttft_ms: float | None = None, max_tpot_ms: float | None = None) -> pd.Series:
+def meets_objective(
+    df: pd.DataFrame,
+    *,
+    min_tok_s_per_user: float | None = None,
+    max_ttft_ms: float | None = None,
+    max_tpot_ms: float | None = None,
+) -> pd.Series:
     """Rows that fit and satisfy every given latency objective (None: no constraint)."""
-    for name, v in (("min_tok_s_per_user", min_tok_s_per_user), ("max_ttft_ms", max_ttft_ms),
-                    ("max_tpot_ms", max_tpot_ms)):
+    for name, v in (
+        ("min_tok_s_per_user", min_tok_s_per_user),
+        ("max_ttft_ms", max_ttft_ms),
+        ("max_tpot_ms", max_tpot_ms),
+    ):
         if v is not None:
             checks.nonnegative(name, v)
     ok = df["fits"].astype(bool) & df["tok_s_per_gpu"].notna()
@@ -469,12 +839,27 @@ def meets_objective(df: pd.DataFrame, *, min_tok_s_per_user: float | None = None
     return ok
 
 
-def best_configuration(model, gpu, profile, params: ModelParams | None = None, *, num_gpus: int = 16, isl, osl,
-                       min_tok_s_per_user: float | None = None, max_ttft_ms: float | None = None,
-                       max_tpot_ms: float | None = None, concurrencies=DEFAULT_CONCURRENCIES, tps=None,
-                       disaggregated: bool = True, weight_dtype: str = "bf16", kv_dtype: str = "bf16",
-                       features: Features = Features(), transfer_bytes_s: float | None = None,
-                       candidates_df: pd.DataFrame | None = None) -> pd.DataFrame:
+def best_configuration(
+    model,
+    gpu,
+    profile,
+    params: ModelParams | None = None,
+    *,
+    num_gpus: int = 16,
+    isl,
+    osl,
+    min_tok_s_per_user: float | None = None,
+    max_ttft_ms: float | None = None,
+    max_tpot_ms: float | None = None,
+    concurrencies=DEFAULT_CONCURRENCIES,
+    tps=None,
+    disaggregated: bool = True,
+    weight_dtype: str = "bf16",
+    kv_dtype: str = "bf16",
+    features: Features = Features(),
+    transfer_bytes_s: float | None = None,
+    candidates_df: pd.DataFrame | None = None,
+) -> pd.DataFrame:
     """Pareto frontier of the configurations of ``num_gpus`` GPUs that meet a latency objective.
 
     Enumerates aggregated TP in ``tps`` (default :func:`node_tps`) with replicas filling the GPUs and
@@ -487,12 +872,30 @@ def best_configuration(model, gpu, profile, params: ModelParams | None = None, *
     tokens per GPU within the objective. Empty when nothing meets it.
     ``candidates_df`` reuses a frame from :func:`candidates`.
     """
-    cand = candidates_df if candidates_df is not None else candidates(
-        model, gpu, profile, params, num_gpus=num_gpus, isl=isl, osl=osl, concurrencies=concurrencies, tps=tps,
-        disaggregated=disaggregated, weight_dtype=weight_dtype, kv_dtype=kv_dtype, features=features,
-        transfer_bytes_s=transfer_bytes_s)
-    ok = meets_objective(cand, min_tok_s_per_user=min_tok_s_per_user, max_ttft_ms=max_ttft_ms,
-                         max_tpot_ms=max_tpot_ms)
+    cand = (
+        candidates_df
+        if candidates_df is not None
+        else candidates(
+            model,
+            gpu,
+            profile,
+            params,
+            num_gpus=num_gpus,
+            isl=isl,
+            osl=osl,
+            concurrencies=concurrencies,
+            tps=tps,
+            disaggregated=disaggregated,
+            weight_dtype=weight_dtype,
+            kv_dtype=kv_dtype,
+            features=features,
+            transfer_bytes_s=transfer_bytes_s,
+        )
+    )
+    ok = meets_objective(
+        cand, min_tok_s_per_user=min_tok_s_per_user, max_ttft_ms=max_ttft_ms, max_tpot_ms=max_tpot_ms
+    )
     front = pareto_frontier(cand[ok])
-    return front.sort_values(["tok_s_per_gpu", "tok_s_per_user"], ascending=[False, False],
-                             kind="stable").reset_index(drop=True)
+    return front.sort_values(
+        ["tok_s_per_gpu", "tok_s_per_user"], ascending=[False, False], kind="stable"
+    ).reset_index(drop=True)
