@@ -4,10 +4,14 @@
 #   make test     make book, then pytest: unit tests, nbval on every chapter,
 #                 HTML checks and the figure-regression proof, and every page
 #                 opened in headless Chromium (screenshots in _build/screenshots)
+#   make unit     the package's fast unit tests only (tests/unit, not marked slow)
+#   make lint     ruff (lint and format check), import-linter's layer contract,
+#                 the notebook normaliser's check and the markdown twins' check
+#   make format   apply ruff's formatter and safe fixes (code cells of chapters too)
 #   make browser  install Debian's chromium (apt-get) if /usr/bin/chromium is missing
-#   make execute  re-run every chapter in place and normalise it (the only
-#                 way committed outputs should change); NB=book/02_x.ipynb
-#                 restricts it to one chapter
+#   make execute  re-run every chapter in place, normalise it and write its
+#                 markdown twin book/md/NN_slug.md (the only way committed
+#                 outputs should change); NB=book/02_x.ipynb restricts it
 #   make bench    time `make book` and `make test` on a warm environment
 #   make calibrate  refit the model, rewrite data/calibrated_parameters.csv
 #   make lock     regenerate requirements.txt from TOP_DEPS
@@ -34,7 +38,7 @@ TOP_DEPS := jupyter-book==1.0.4.post1 numpy pandas scipy seaborn matplotlib \
 CHAPTERS := $(sort $(wildcard book/[0-9][0-9]_*.ipynb))
 NB ?= $(CHAPTERS)
 
-.PHONY: venv book browser test execute normalize check-notebooks bench calibrate lock clean distclean
+.PHONY: venv book browser test unit lint format execute normalize check-notebooks bench calibrate lock clean distclean
 
 venv: $(STAMP)
 
@@ -70,9 +74,26 @@ browser:
 test: book browser
 	$(BIN)/python -m pytest
 
+# The fast loop: the package's unit tests without notebooks, the browser or
+# fits of the full model (those are marked slow and run in `make test`).
+unit: $(STAMP)
+	$(BIN)/python -m pytest tests/unit -m "not slow" -q
+
+lint: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/lint-imports
+	$(BIN)/python tools/normalize_notebooks.py --check
+	$(BIN)/python tools/twins.py --check
+
+format: $(STAMP)
+	$(BIN)/ruff format .
+	$(BIN)/ruff check --fix .
+
 execute: $(STAMP)
 	$(BIN)/python tools/execute_notebooks.py $(NB)
 	$(BIN)/python tools/normalize_notebooks.py $(NB)
+	$(BIN)/python tools/twins.py $(NB)
 
 normalize: $(STAMP)
 	$(BIN)/python tools/normalize_notebooks.py $(NB)

@@ -25,8 +25,11 @@ import numpy as np
 import pandas as pd
 from scipy.optimize import least_squares
 
-from .fullmodel import FITTED_PARAMETERS, Features, ModelParams, predict_measurements
-from .specs import parameter_facts
+from .fullmodel import predict_measurements
+from .measurements import load_measurements
+from .paths import DATA_DIR
+from .setup import ALL_FEATURES, FITTED_PARAMETERS, Features, ModelParams
+from .specs import SpecError, parameter_facts
 
 LATENCY_WEIGHT = 1.0  # weight of a TPOT residual relative to a throughput residual
 TTFT_WEIGHT = 1.0  # weight of a lone-prefill TTFT residual (concurrency 1); loaded TTFTs are never fitted
@@ -45,12 +48,14 @@ class FitResult:
     noise: float = float("nan")  # residual scale of the fit without priors (the priors' weight)
     priors: dict = dataclasses.field(default_factory=dict)  # name -> (mean, sd) used
     unserved: int = 0  # residuals the model could not compute at the solution (charged UNSERVED_RESIDUAL)
+    names: tuple = FITTED_PARAMETERS  # the parameters fitted; the others stayed at the start values
 
 
-def parameter_bounds() -> tuple[np.ndarray, np.ndarray]:
+def parameter_bounds(names: tuple[str, ...] = FITTED_PARAMETERS) -> tuple[np.ndarray, np.ndarray]:
+    """Plausible range of each parameter of ``names`` (``data/parameters.csv``): arrays of lows and highs."""
     facts = parameter_facts()
-    lo = np.array([facts[n].low for n in FITTED_PARAMETERS], float)
-    hi = np.array([facts[n].high for n in FITTED_PARAMETERS], float)
+    lo = np.array([facts[n].low for n in names], float)
+    hi = np.array([facts[n].high for n in names], float)
     return lo, hi
 
 
@@ -107,27 +112,23 @@ def log_residuals(
     return np.concatenate(r)
 
 
-def sourced_priors() -> dict:
-    """Name -> (mean, standard deviation) of every fitted parameter with a prior in ``data/parameters.csv``."""
+def sourced_priors(names: tuple[str, ...] = FITTED_PARAMETERS) -> dict:
+    """Name -> (mean, standard deviation) of every parameter of ``names`` with a prior in ``data/parameters.csv``."""
     facts = parameter_facts()
-    return {
-        n: (facts[n].nominal, facts[n].prior_sd) for n in FITTED_PARAMETERS if facts[n].prior_sd is not None
-    }
+    return {n: (facts[n].nominal, facts[n].prior_sd) for n in names if facts[n].prior_sd is not None}
 
 
-def prior_residuals(x, priors: dict, noise: float) -> np.ndarray:
+def prior_residuals(x, priors: dict, noise: float, names: tuple[str, ...] = FITTED_PARAMETERS) -> np.ndarray:
     """One residual per prior: ``noise`` x (value - mean) / sd.
 
     A prior counts as one more measurement of its parameter. Scaling by the
     data's own residual scale ``noise`` keeps the squared sum a (scaled)
     negative log posterior: with perfect data the prior has no weight at all.
     """
-    values = dict(zip(FITTED_PARAMETERS, x))
-    unknown = sorted(set(priors) - set(FITTED_PARAMETERS))
+    values = dict(zip(names, x, strict=True))
+    unknown = sorted(set(priors) - set(names))
     if unknown:
-        raise ValueError(
-            f"prior on unknown parameter(s) {unknown}; fitted ones: {', '.join(FITTED_PARAMETERS)}"
-        )
+        raise ValueError(f"prior on unknown parameter(s) {unknown}; fitted ones: {', '.join(names)}")
     out = []
     for name, (mean, sd) in priors.items():
         if not (np.isfinite(sd) and sd > 0):
@@ -139,46 +140,62 @@ def prior_residuals(x, priors: dict, noise: float) -> np.ndarray:
 def fit(
     meas: pd.DataFrame,
     start: ModelParams | None = None,
-    features: Features = Features(),
+    features: Features = ALL_FEATURES,
     latency_weight: float = LATENCY_WEIGHT,
     ttft_weight: float = TTFT_WEIGHT,
     priors: dict | None = None,
+    *,
+    names: tuple[str, ...] = FITTED_PARAMETERS,
+    predictor=None,
 ) -> FitResult:
-    """Fit the global parameters (:data:`FITTED_PARAMETERS`) to the measurements ``meas`` (deterministic).
+    """Fit the parameters ``names`` (default: all of :data:`FITTED_PARAMETERS`) to ``meas`` (deterministic).
 
-    ``priors`` maps a parameter to (mean, sd); None takes the sourced ones
-    (:func:`sourced_priors`), ``{}`` fits without any. With priors the fit runs
-    twice: once without, to measure the data's residual scale, then with the
-    priors weighted by that scale (:func:`prior_residuals`).
+    The others stay at ``start`` (default: the nominal values). ``predictor``
+    is the model that predicts a point (None: the vectorised aggregated model
+    of :func:`~servingmodel.fullmodel.predict_measurements`; chapter 07 fits
+    :func:`~servingmodel.disagg.predict_disaggregated` the same way).
+    ``priors`` maps a parameter to (mean, sd); None takes the sourced ones of
+    the parameters fitted (:func:`sourced_priors`), ``{}`` fits without any.
+    With priors the fit runs twice: once without, to measure the data's
+    residual scale, then with the priors weighted by that scale
+    (:func:`prior_residuals`). One optimiser and one set of tolerances serve
+    every fit of the book.
     """
+    names = _check_names(names)
+    if len(meas) == 0:
+        raise ValueError("no measurements to fit")
     start = start or ModelParams.nominal()
-    priors = sourced_priors() if priors is None else dict(priors)
-    lo, hi = parameter_bounds()
+    priors = sourced_priors(names) if priors is None else dict(priors)
+    lo, hi = parameter_bounds(names)
     scale = hi - lo
 
+    def params_at(z) -> ModelParams:
+        return dataclasses.replace(start, **{n: float(v) for n, v in zip(names, lo + z * scale, strict=True)})
+
     def data_residuals(z):
-        p = start.with_fitted(lo + z * scale)
-        return residuals(predict_measurements(meas, p, features), meas, latency_weight, ttft_weight)
+        pred = predict_measurements(meas, params_at(z), features, predictor=predictor)
+        return residuals(pred, meas, latency_weight, ttft_weight)
 
     def solve(fun, z0):
         return least_squares(
             fun, z0, bounds=(0.0, 1.0), x_scale=1.0, diff_step=1e-4, xtol=1e-10, ftol=1e-10, method="trf"
         )
 
-    z0 = np.clip((start.fitted_vector() - lo) / scale, 0.02, 0.98)
+    z0 = np.clip((np.array([getattr(start, n) for n in names], float) - lo) / scale, 0.02, 0.98)
     sol = solve(data_residuals, z0)
     n_data = sol.fun.size
     noise = float(np.sqrt(2 * sol.cost / max(n_data - len(z0), 1)))
     if priors:
         sol = solve(
-            lambda z: np.concatenate([data_residuals(z), prior_residuals(lo + z * scale, priors, noise)]),
+            lambda z: np.concatenate(
+                [data_residuals(z), prior_residuals(lo + z * scale, priors, noise, names)]
+            ),
             sol.x,
         )
     x = lo + sol.x * scale
-    params = start.with_fitted(x)
-    unserved = unserved_residuals(
-        predict_measurements(meas, params, features), meas, latency_weight, ttft_weight
-    )
+    params = params_at(sol.x)
+    pred = predict_measurements(meas, params, features, predictor=predictor)
+    unserved = unserved_residuals(pred, meas, latency_weight, ttft_weight)
     dof = max(n_data - len(x), 1)
     s2 = 2 * sol.cost / dof
     jac = sol.jac / scale[None, :]
@@ -188,11 +205,11 @@ def fit(
     except np.linalg.LinAlgError:
         err = np.full(len(x), np.nan)
     at_bound = tuple(
-        n for n, z in zip(FITTED_PARAMETERS, sol.x) if z < BOUND_TOLERANCE or z > 1 - BOUND_TOLERANCE
+        n for n, z in zip(names, sol.x, strict=True) if z < BOUND_TOLERANCE or z > 1 - BOUND_TOLERANCE
     )
     return FitResult(
         params,
-        dict(zip(FITTED_PARAMETERS, err)),
+        dict(zip(names, err, strict=True)),
         at_bound,
         float(sol.cost),
         int(n_data),
@@ -201,14 +218,68 @@ def fit(
         noise,
         priors,
         unserved,
+        names,
     )
+
+
+# Transitional: chapter 07's second optimiser, kept for one commit so that the restructuring commit
+# changes no output; the next commit folds it into fit() and removes it.
+def fit_reading(
+    meas,
+    predictor=None,
+    names=("bandwidth_efficiency", "compute_efficiency", "allreduce_latency_s", "memory_reserve_gib"),
+    start: ModelParams | None = None,
+    features: Features = ALL_FEATURES,
+    latency_weight: float = 1.0,
+) -> ModelParams:
+    """Best parameters for one reading of the data (``predictor``), the others held at ``start``.
+
+    Least squares on log errors of output throughput, of the measured TPOT
+    (weighted by ``latency_weight``) and of the TTFTs measured at concurrency 1
+    (see :func:`servingmodel.calibrate.residuals`), each parameter within its
+    plausible range from ``data/parameters.csv``. Deterministic.
+    Used in chapter 07 to give both readings of the dashed curves their best fit.
+    """
+    names = tuple(names)
+    unknown = [n for n in names if n not in FITTED_PARAMETERS]
+    if not names or unknown:
+        raise ValueError(f"names must be a non-empty subset of {FITTED_PARAMETERS}, got {names!r}")
+    if len(meas) == 0:
+        raise ValueError("no measurements to fit")
+    start = start or ModelParams.nominal()
+    facts = parameter_facts()
+    lo = np.array([facts[n].low for n in names], float)
+    hi = np.array([facts[n].high for n in names], float)
+    scale = hi - lo
+
+    def params_at(z):
+        return dataclasses.replace(
+            start, **{n: float(v) for n, v in zip(names, lo + np.asarray(z) * scale, strict=True)}
+        )
+
+    def fun(z):
+        return residuals(
+            predict_measurements(meas, params_at(z), features, predictor=predictor), meas, latency_weight
+        )
+
+    z0 = np.clip((np.array([getattr(start, n) for n in names], float) - lo) / scale, 0.02, 0.98)
+    sol = least_squares(fun, z0, bounds=(0.0, 1.0), diff_step=1e-3, xtol=1e-8, ftol=1e-8, method="trf")
+    return params_at(sol.x)
+
+
+def _check_names(names) -> tuple[str, ...]:
+    names = tuple(names)
+    unknown = [n for n in names if n not in FITTED_PARAMETERS]
+    if not names or unknown or len(set(names)) != len(names):
+        raise ValueError(f"names must be a non-empty subset of {FITTED_PARAMETERS}, got {names!r}")
+    return names
 
 
 def parameter_table(result: FitResult) -> pd.DataFrame:
     """Fitted value, one-sigma uncertainty, nominal value, range, and whether it sits at a bound."""
     facts = parameter_facts()
     rows = []
-    for n in FITTED_PARAMETERS:
+    for n in result.names:
         f = facts[n]
         rows.append(
             {
@@ -328,8 +399,6 @@ CALIBRATED_FILE = "calibrated_parameters.csv"
 
 def write_calibrated(result: FitResult, path=None) -> None:
     """Store a fit in ``data/calibrated_parameters.csv`` (the project command ``make calibrate``)."""
-    from .paths import DATA_DIR
-
     path = path or DATA_DIR / CALIBRATED_FILE
     table = parameter_table(result)
     table["fitted"] = table["fitted"].map(lambda v: f"{v:.6g}")
@@ -339,9 +408,6 @@ def write_calibrated(result: FitResult, path=None) -> None:
 
 def calibrated_params(path=None) -> ModelParams:
     """The calibrated parameters stored by ``make calibrate`` (fixed ones at their nominal values)."""
-    from .paths import DATA_DIR
-    from .specs import SpecError
-
     path = path or DATA_DIR / CALIBRATED_FILE
     try:
         table = pd.read_csv(path, dtype=str, keep_default_na=False)
@@ -375,8 +441,6 @@ def calibrated_params(path=None) -> ModelParams:
 
 
 def main() -> None:
-    from .measurements import load_measurements
-
     result = fit(load_measurements())
     write_calibrated(result)
     print(parameter_table(result).to_string(index=False))

@@ -19,6 +19,7 @@ import numpy as np
 import pandas as pd
 
 from . import kvcache
+from .setup import Setup
 from .specs import (
     SpecError,
     UnknownNameError,
@@ -30,6 +31,7 @@ from .specs import (
     gpu_names,
     model_names,
     profiles,
+    tp_problem,
 )
 
 EXIT_OK = 0
@@ -114,7 +116,7 @@ as written):
                 d_tp obey the rules of tp). Ignored on aggregated rows (may be empty there; if
                 given, a whole number >= 1).
   profile       deployment profile (default {DEFAULT_PROFILE}): GPU memory utilisation, CPU cores,
-                routing, host penalty. See `servingmodel profiles`.
+                routing, whether the CPU limit binds. See `servingmodel profiles`.
   Empty cells take the default. Whole numbers may be written 4 or 4.0, and must be at most
   2**53 = 9007199254740992 (the largest range of exact whole numbers in floating point).
   Every row must have as many fields as the header; blank lines are skipped.
@@ -225,21 +227,8 @@ def _read_input(path: str, name: str | None = None) -> tuple[pd.DataFrame, list[
     return pd.DataFrame(records[1:], columns=header, dtype=str), lines
 
 
-def parse_rows(
-    df: pd.DataFrame,
-    name: str = "input",
-    lines: list[int] | None = None,
-    reserved: tuple[str, ...] = OUTPUT_COLUMNS,
-) -> list[dict]:
-    """Validate every row; return one parsed record per row or raise :class:`InputError` listing all problems.
-
-    ``lines`` gives the row number of the header and of each row in the file
-    (default: the header is row 1, then one row per line). Column names match
-    case-insensitively after stripping spaces; ``reserved`` names the output
-    columns the input must not have.
-    """
-    lines = list(range(1, len(df) + 2)) if lines is None else list(lines)
-    head = lines[0]
+def _column_positions(df: pd.DataFrame, name: str, head: int, reserved: tuple[str, ...]) -> dict[str, int]:
+    """Lower-case column name -> position; refuses duplicate, missing required and reserved columns."""
     seen: dict = {}
     for k, c in enumerate(df.columns):
         seen.setdefault(str(c).strip().lower(), []).append(k)
@@ -252,7 +241,7 @@ def parse_rows(
     ]
     if dup:
         raise InputError(dup)
-    cols = {key: ks[0] for key, ks in seen.items()}  # lower-case name -> position
+    cols = {key: ks[0] for key, ks in seen.items()}
     missing = [c for c in REQUIRED if c not in cols]
     if missing:
         raise InputError(
@@ -267,92 +256,108 @@ def parse_rows(
         raise InputError(
             [f"{_where(name, head, c)}: the input already has output column {c!r}" for c in clash]
         )
+    return cols
+
+
+def _parse_names(cells: dict, rec: dict, unknown: dict) -> list[tuple[str, str]]:
+    """Model, GPU, profile, dtypes and kind of one row into ``rec``; unknown names are collected in ``unknown``."""
+    bad = []
+    for c, getter in (("model", get_model), ("gpu", get_gpu), ("profile", get_profile)):
+        text = cells.get(c, "") or (DEFAULT_PROFILE if c == "profile" else "")
+        if not text:
+            bad.append((c, "empty"))
+            continue
+        try:
+            rec[c] = getter(text)
+        except UnknownNameError as e:
+            unknown.setdefault((c, text.lower()), [str(e), []])[1].append(rec["row"])
+    for c in ("weight_dtype", "kv_dtype"):
+        text = cells.get(c, "").lower() or "bf16"
+        if text not in dtypes():
+            bad.append((c, f"unknown dtype {cells.get(c, '')!r}; expected one of {sorted(dtypes())}"))
+        rec[c] = text
+    kind = cells.get("kind", "").lower() or "aggregated"
+    if kind not in KINDS:
+        bad.append(("kind", f"unknown kind {cells.get('kind', '')!r}; expected one of {list(KINDS)}"))
+    rec["kind"] = kind
+    return bad
+
+
+def _parse_counts(cells: dict, rec: dict) -> list[tuple[str, str]]:
+    """isl, osl and the layout columns of one row into ``rec`` (the columns its kind ignores are still checked)."""
+    bad = []
+    kind = rec["kind"]
+    layout_cols = PD_COLUMNS if kind == "disaggregated" else ("tp", "replicas")
+    for c in ("isl", "osl", *LAYOUT_COLUMNS):
+        used = c in ("isl", "osl") or c in layout_cols
+        text = cells.get(c, "")
+        if not text:
+            if c == "replicas" and used:
+                rec[c] = 1
+            elif used:
+                bad.append((c, "empty" if c in cells else "column missing (needed by a disaggregated row)"))
+            continue
+        v, err = _parse_number(text, whole=True, minimum=2 if c == "osl" else 1)
+        if err:
+            ignored = f"{err} (the column is ignored on {kind} rows, but a value must be valid)"
+            bad.append((c, err if used else ignored))
+        if used:
+            rec[c] = v
+    for c in TP_COLUMNS:
+        t = rec.get(c) if c in layout_cols else None
+        if isinstance(t, int) and rec.get("model") is not None:
+            problem = tp_problem(rec["model"], t, rec.get("gpu"))
+            if problem:
+                bad.append((c, problem))
+    return bad
+
+
+def _parse_concurrency(cells: dict, rec: dict) -> list[tuple[str, str]]:
+    """The concurrency of one row into ``rec`` (None: the maximum-throughput regime, which must stay exact)."""
+    text = cells.get("concurrency", "")
+    rec["concurrency"] = None
+    if text:
+        v, err = _parse_number(text, whole=True, minimum=1)
+        rec["concurrency"] = v
+        return [("concurrency", err)] if err else []
+    # the maximum-throughput concurrency, ceil(instances x max_batch), must stay exact too
+    c = "d_replicas" if rec["kind"] == "disaggregated" else "replicas"
+    n, max_seqs = rec.get(c), constant("max_num_seqs")
+    if isinstance(n, int) and n * max_seqs > MAX_WHOLE:
+        return [
+            (
+                c,
+                f"{n} instances are too many for an empty concurrency: the maximum-throughput concurrency "
+                f"ceil({c} x max_batch), with max_batch up to max_num_seqs = {max_seqs:g} "
+                f"(data/parameters.csv), could exceed 2**53 = {MAX_WHOLE}; give a concurrency",
+            )
+        ]
+    return []
+
+
+def parse_rows(
+    df: pd.DataFrame,
+    name: str = "input",
+    lines: list[int] | None = None,
+    reserved: tuple[str, ...] = OUTPUT_COLUMNS,
+) -> list[dict]:
+    """Validate every row; return one parsed record per row or raise :class:`InputError` listing all problems.
+
+    ``lines`` gives the row number of the header and of each row in the file
+    (default: the header is row 1, then one row per line). Column names match
+    case-insensitively after stripping spaces; ``reserved`` names the output
+    columns the input must not have.
+    """
+    lines = list(range(1, len(df) + 2)) if lines is None else list(lines)
+    cols = _column_positions(df, name, lines[0], reserved)
     problems, unknown, out = [], {}, []
-    max_seqs = constant("max_num_seqs")
-
-    def cell(r, c):
-        return str(r.iloc[cols[c]]).strip() if c in cols else ""
-
-    for i, (_, r) in enumerate(df.iterrows()):
-        row = lines[i + 1]
-        rec: dict = {"row": row}
-
-        def bad(c, msg):
-            problems.append(f"{_where(name, row, c)}: {msg}")
-
-        for c, getter in (("model", get_model), ("gpu", get_gpu), ("profile", get_profile)):
-            text = cell(r, c) or (DEFAULT_PROFILE if c == "profile" else "")
-            if not text:
-                bad(c, "empty")
-                continue
-            try:
-                rec[c] = getter(text)
-            except UnknownNameError as e:
-                unknown.setdefault((c, text.lower()), [str(e), []])[1].append(row)
-        for c in ("weight_dtype", "kv_dtype"):
-            text = cell(r, c).lower() or "bf16"
-            if text not in dtypes():
-                bad(c, f"unknown dtype {cell(r, c)!r}; expected one of {sorted(dtypes())}")
-            rec[c] = text
-        kind = cell(r, "kind").lower() or "aggregated"
-        if kind not in KINDS:
-            bad("kind", f"unknown kind {cell(r, 'kind')!r}; expected one of {list(KINDS)}")
-        rec["kind"] = kind
-        layout_cols = PD_COLUMNS if kind == "disaggregated" else ("tp", "replicas")
-        for c in ("isl", "osl", *LAYOUT_COLUMNS):
-            used = c in ("isl", "osl") or c in layout_cols
-            text = cell(r, c)
-            if not text:
-                if c == "replicas" and used:
-                    rec[c] = 1
-                elif used:
-                    bad(c, "empty" if c in cols else "column missing (needed by a disaggregated row)")
-                continue
-            v, err = _parse_number(text, whole=True, minimum=2 if c == "osl" else 1)
-            if err:
-                bad(
-                    c,
-                    err
-                    if used
-                    else f"{err} (the column is ignored on {kind} rows, but a value must be valid)",
-                )
-            if used:
-                rec[c] = v
-        text = cell(r, "concurrency")
-        rec["concurrency"] = None
-        if text:
-            v, err = _parse_number(text, whole=True, minimum=1)
-            if err:
-                bad("concurrency", err)
-            rec["concurrency"] = v
-        else:  # the maximum-throughput concurrency, ceil(instances x max_batch), must stay exact too
-            c = "d_replicas" if kind == "disaggregated" else "replicas"
-            n = rec.get(c)
-            if isinstance(n, int) and n * max_seqs > MAX_WHOLE:
-                bad(
-                    c,
-                    f"{n} instances are too many for an empty concurrency: the maximum-throughput concurrency "
-                    f"ceil({c} x max_batch), with max_batch up to max_num_seqs = {max_seqs:g} "
-                    f"(data/parameters.csv), could exceed 2**53 = {MAX_WHOLE}; give a concurrency",
-                )
-        model, gpu = rec.get("model"), rec.get("gpu")
-        for c in TP_COLUMNS:
-            t = rec.get(c) if c in layout_cols else None
-            if not isinstance(t, int):
-                continue
-            if model is not None and model.num_heads % t:
-                bad(
-                    c,
-                    f"tensor-parallel size {t} must divide the {model.num_heads} attention heads of "
-                    f"{model.name}",
-                )
-            if gpu is not None and t > gpu.gpus_per_node:
-                bad(
-                    c,
-                    f"tensor-parallel size {t} exceeds the {gpu.gpus_per_node} GPUs of one {gpu.name} node "
-                    f"(gpus_per_node, data/gpus.csv): a tensor-parallel group must stay inside one node, as "
-                    f"the model has no inter-node links",
-                )
+    for i in range(len(df)):
+        rec: dict = {"row": lines[i + 1]}
+        cells = {c: str(df.iat[i, k]).strip() for c, k in cols.items()}
+        bad = _parse_names(cells, rec, unknown)
+        bad += _parse_counts(cells, rec)
+        bad += _parse_concurrency(cells, rec)
+        problems += [f"{_where(name, rec['row'], c)}: {msg}" for c, msg in bad]
         out.append(rec)
     names = []  # unknown names first: their message lists the known ones
     for (c, _), (msg, rows) in unknown.items():
@@ -389,6 +394,11 @@ def _with_long_run_ceiling(df: pd.DataFrame, unset: np.ndarray, ceiling: np.ndar
     return df
 
 
+def _setup(rec: dict, params) -> Setup:
+    """The setup of one parsed row: its model, GPU, profile and dtypes, with ``params``."""
+    return Setup(rec["model"], rec["gpu"], rec["profile"], params, rec["weight_dtype"], rec["kv_dtype"])
+
+
 def predict_rows(records: list[dict], params) -> pd.DataFrame:
     """Predictions for parsed rows (same order); aggregated rows are vectorised per (model, GPU, profile, dtypes).
 
@@ -397,7 +407,7 @@ def predict_rows(records: list[dict], params) -> pd.DataFrame:
     long-run maximum throughput (:func:`whatif.long_run_ceiling`), with
     the latencies of the sweep at the smallest concurrency that fills every KV batch.
     """
-    from . import whatif
+    from . import whatif  # deferred, as every model import here: `servingmodel --help` stays fast
 
     res = pd.DataFrame(np.nan, index=range(len(records)), columns=list(OUTPUT_COLUMNS[:-1]), dtype=float)
     status = ["ok"] * len(records)
@@ -416,65 +426,40 @@ def predict_rows(records: list[dict], params) -> pd.DataFrame:
             )
             groups.setdefault(key, []).append(i)
     for idx in groups.values():
-        first = records[idx[0]]
+        setup = _setup(records[idx[0]], params)
 
         def get(c, rows=idx):
             return np.array([np.nan if records[i][c] is None else records[i][c] for i in rows], float)
 
-        common = dict(weight_dtype=first["weight_dtype"], kv_dtype=first["kv_dtype"])
         df = whatif.sweep(
-            first["model"],
-            first["gpu"],
-            first["profile"],
-            params,
+            setup,
             tp=get("tp"),
             replicas=get("replicas"),
             concurrency=get("concurrency"),
             isl=get("isl"),
             osl=get("osl"),
-            **common,
         )
         unset = np.array([records[i]["concurrency"] is None for i in idx])
         if unset.any():
-            rows = [i for i, u in zip(idx, unset) if u]
+            rows = [i for i, u in zip(idx, unset, strict=True) if u]
             ceiling = whatif.long_run_ceiling(
-                first["model"],
-                first["gpu"],
-                first["profile"],
-                params,
+                setup,
                 tp=get("tp", rows),
                 replicas=get("replicas", rows),
                 isl=get("isl", rows),
                 osl=get("osl", rows),
-                **common,
             )
             df = _with_long_run_ceiling(df, unset, ceiling)
         _store(res, status, idx, df, records, params)
     for i, rec in enumerate(records):
         if rec["kind"] != "disaggregated" or status[i] != "ok":
             continue
-        lay = dict(
-            p_tp=rec["p_tp"],
-            p_replicas=rec["p_replicas"],
-            d_tp=rec["d_tp"],
-            d_replicas=rec["d_replicas"],
-            isl=rec["isl"],
-            osl=rec["osl"],
-            weight_dtype=rec["weight_dtype"],
-            kv_dtype=rec["kv_dtype"],
-        )
-        df = whatif.sweep_disaggregated(
-            rec["model"],
-            rec["gpu"],
-            rec["profile"],
-            params,
-            concurrency=np.nan if rec["concurrency"] is None else rec["concurrency"],
-            **lay,
-        )
+        setup = _setup(rec, params)
+        lay = {c: rec[c] for c in (*PD_COLUMNS, "isl", "osl")}
+        concurrency = np.nan if rec["concurrency"] is None else rec["concurrency"]
+        df = whatif.sweep_disaggregated(setup, concurrency=concurrency, **lay)
         if rec["concurrency"] is None:
-            ceiling = whatif.long_run_ceiling_disaggregated(
-                rec["model"], rec["gpu"], rec["profile"], params, **lay
-            )
+            ceiling = whatif.long_run_ceiling_disaggregated(setup, **lay)
             df = _with_long_run_ceiling(df, np.array([True]), ceiling)
         _store(res, status, [i], df, records, params)
     res["concurrency_used"] = res["concurrency_used"].astype(
@@ -485,7 +470,7 @@ def predict_rows(records: list[dict], params) -> pd.DataFrame:
 
 
 def _store(res, status, idx, df, records, params) -> None:
-    from . import whatif
+    from . import whatif  # deferred (see predict_rows)
 
     cols = {
         "pred_output_tok_s": "output_tok_s",
@@ -500,21 +485,13 @@ def _store(res, status, idx, df, records, params) -> None:
         if not bool(d["fits"]) or not np.isfinite(d["output_tok_s"]):
             rec = records[i]
             if rec["kind"] == "aggregated":
-                checks = [(rec["tp"], rec["osl"])]
+                instances = [(rec["tp"], rec["osl"])]
             else:  # the decode instance holds whole requests, the prefill instance one prompt
-                checks = [(rec["d_tp"], rec["osl"]), (rec["p_tp"], 0)]
+                instances = [(rec["d_tp"], rec["osl"]), (rec["p_tp"], 0)]
             reason = None
-            for tp, osl in checks:
+            for tp, osl in instances:
                 reason = reason or whatif.insufficient_memory_reason(
-                    rec["model"],
-                    rec["gpu"],
-                    rec["profile"],
-                    params,
-                    tp=tp,
-                    isl=rec["isl"],
-                    osl=osl,
-                    weight_dtype=rec["weight_dtype"],
-                    kv_dtype=rec["kv_dtype"],
+                    _setup(rec, params), tp=tp, isl=rec["isl"], osl=osl
                 )
             status[i] = reason or "no prediction: the model returned no finite throughput for this row"
             continue
@@ -539,7 +516,7 @@ def replay_ttft(records: list[dict], pred: pd.DataFrame, params) -> pd.Series:
     scheduler; it applies to aggregated rows with a concurrency that fit.
     Other rows keep the mean-field TTFT.
     """
-    from .fullmodel import Layout
+    from .layout import Layout  # deferred (see predict_rows)
     from .stepsim import replay_point
 
     source = pd.Series("mean field", index=pred.index)
@@ -547,16 +524,11 @@ def replay_ttft(records: list[dict], pred: pd.DataFrame, params) -> pd.Series:
         if rec["kind"] != "aggregated" or rec["concurrency"] is None or pred.loc[i, "status"] != "ok":
             continue
         run = replay_point(
-            rec["model"],
-            rec["gpu"],
-            int(rec["isl"]),
-            int(rec["osl"]),
+            _setup(rec, params),
             Layout("aggregated", tp=int(rec["tp"]), replicas=int(rec["replicas"])),
-            int(rec["concurrency"]),
-            rec["profile"],
-            params,
-            weight_dtype=rec["weight_dtype"],
-            kv_dtype=rec["kv_dtype"],
+            isl=int(rec["isl"]),
+            osl=int(rec["osl"]),
+            concurrency=int(rec["concurrency"]),
         )
         pred.loc[i, "pred_ttft_ms"] = run.mean_ttft_s * 1e3
         source[i] = "replay"
@@ -564,7 +536,7 @@ def replay_ttft(records: list[dict], pred: pd.DataFrame, params) -> pd.Series:
 
 
 def cmd_predict(args) -> int:
-    from .calibrate import calibrated_params
+    from .calibrate import calibrated_params  # deferred (see predict_rows)
 
     name = Path(args.input).name if args.input != "-" else "stdin"
     raw, lines = _read_input(args.input, name)
@@ -582,27 +554,16 @@ def cmd_predict(args) -> int:
 
 
 def cmd_reproduce(args) -> int:
+    # deferred (see predict_rows)
     from .calibrate import calibrated_params
-    from .fullmodel import PRED_COLUMNS, predict_measurements
+    from .fullmodel import DEPLOYMENT_COLUMNS, PRED_COLUMNS, predict_measurements
     from .measurements import load_measurements
     from .stepsim import replay_measurements, with_replayed_ttft
 
     meas = load_measurements()
     params = calibrated_params()
     pred = with_replayed_ttft(predict_measurements(meas, params), replay_measurements(meas, params))
-    keep = [
-        "deployment",
-        "family",
-        "kind",
-        "tp",
-        "replicas",
-        "p_tp",
-        "p_replicas",
-        "d_tp",
-        "d_replicas",
-        "concurrency",
-    ]
-    out = pd.concat([pred[keep + PRED_COLUMNS], meas[["output_tok_s"]]], axis=1)
+    out = pd.concat([pred[DEPLOYMENT_COLUMNS + PRED_COLUMNS], meas[["output_tok_s"]]], axis=1)
     _write(out, args.output, float_format=None)  # full precision: the measured values stay exact
     return EXIT_OK
 
@@ -610,7 +571,7 @@ def cmd_reproduce(args) -> int:
 def cmd_profiles(args) -> int:
     for name, p in sorted(profiles().items()):
         routing = f"{p.routing} routing"
-        host = "host penalty on" if p.host_penalty else "no host penalty"
+        host = "host penalty on" if p.cpu_limited else "no host penalty"
         print(
             f"{name}: {p.description} [gpu-memory-utilization {p.gpu_memory_utilization:g}, "
             f"{p.cpu_cores:g} CPU cores, {routing}, {host}]"

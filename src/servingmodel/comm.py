@@ -16,7 +16,7 @@ from __future__ import annotations
 import numpy as np
 
 from . import checks
-from .roofline import _check_eff, weight_bytes_per_gpu
+from .roofline import weight_bytes_per_gpu
 from .specs import GpuSpec, ModelSpec, dtype_bytes
 
 ACTIVATION_BYTES = dtype_bytes("bf16")  # activations are all-reduced in bf16
@@ -30,12 +30,12 @@ def latency_rounds(tp):
     return np.log2(n)
 
 
-def allreduce_time_s(tp, message_bytes, gpu: GpuSpec, latency_s: float, link_efficiency: float):
+def allreduce_time_s(gpu: GpuSpec, tp, message_bytes, *, latency_s: float, link_efficiency: float):
     """Time of one all-reduce of ``message_bytes`` among ``tp`` GPUs (zero for tp = 1).
 
     ``latency_s`` is the latency of one round; the call pays log2(tp) rounds.
     """
-    _check_eff("link_efficiency", link_efficiency)
+    checks.fraction("link_efficiency", link_efficiency)
     checks.nonnegative("latency_s", latency_s)
     n = checks.whole("tp", tp, 1)
     m = checks.nonnegative("message_bytes", message_bytes)
@@ -48,10 +48,14 @@ def allreduces_per_step(model: ModelSpec) -> int:
     return 2 * model.num_layers
 
 
-def decode_comm_time_s(model: ModelSpec, gpu: GpuSpec, tp, batch, latency_s: float, link_efficiency: float):
+def decode_comm_time_s(
+    model: ModelSpec, gpu: GpuSpec, tp, batch, *, latency_s: float, link_efficiency: float
+):
     """All-reduce time of one decode step: messages of batch x hidden activations."""
     msg = np.asarray(batch, float) * model.hidden_size * ACTIVATION_BYTES
-    return allreduces_per_step(model) * allreduce_time_s(tp, msg, gpu, latency_s, link_efficiency)
+    return allreduces_per_step(model) * allreduce_time_s(
+        gpu, tp, msg, latency_s=latency_s, link_efficiency=link_efficiency
+    )
 
 
 def prefill_comm_time_s(
@@ -59,12 +63,13 @@ def prefill_comm_time_s(
     gpu: GpuSpec,
     tp,
     isl,
+    *,
     max_num_batched_tokens: int,
     latency_s: float,
     link_efficiency: float,
 ):
     """All-reduce time of one chunked prefill: every chunk pays the latencies, all tokens pay the bytes."""
-    _check_eff("link_efficiency", link_efficiency)
+    checks.fraction("link_efficiency", link_efficiency)
     checks.nonnegative("latency_s", latency_s)
     s = checks.nonnegative("isl", isl)
     chunks = np.ceil(s / checks.whole("max_num_batched_tokens", max_num_batched_tokens, 1))
@@ -74,10 +79,10 @@ def prefill_comm_time_s(
     return np.where(n > 1, allreduces_per_step(model) * (lat + bw), 0.0)
 
 
-def bytes_per_token_allgather_weights(model: ModelSpec, tp, weight_dtype: str = "bf16"):
+def bytes_per_token_allgather_weights(model: ModelSpec, tp, *, weight_dtype: str = "bf16"):
     """Bytes one GPU would receive per token if it gathered the other shards (the crude model's scheme)."""
     n = np.asarray(tp, float)
-    return weight_bytes_per_gpu(model, tp, weight_dtype) * (n - 1.0)
+    return weight_bytes_per_gpu(model, tp, weight_dtype=weight_dtype) * (n - 1.0)
 
 
 def bytes_per_token_allreduce(model: ModelSpec, tp):
@@ -94,20 +99,22 @@ def allreduce_message_bytes(model: ModelSpec, tokens):
     return t * model.hidden_size * ACTIVATION_BYTES
 
 
-def allreduce_time_terms_s(tp, message_bytes, gpu: GpuSpec, latency_s: float, link_efficiency: float) -> dict:
+def allreduce_time_terms_s(
+    gpu: GpuSpec, tp, message_bytes, *, latency_s: float, link_efficiency: float
+) -> dict:
     """The two parts of :func:`allreduce_time_s`: the latency of its log2(N) rounds and the ring's ``bandwidth_s``."""
-    total = allreduce_time_s(tp, message_bytes, gpu, latency_s, link_efficiency)
+    total = allreduce_time_s(gpu, tp, message_bytes, latency_s=latency_s, link_efficiency=link_efficiency)
     n = np.asarray(tp, float)
     lat = np.where(n > 1, latency_s * latency_rounds(n), 0.0) + np.zeros_like(total)
     return {"latency_s": lat, "bandwidth_s": total - lat, "total_s": total}
 
 
-def latency_bandwidth_crossover_bytes(tp, gpu: GpuSpec, latency_s: float, link_efficiency: float):
+def latency_bandwidth_crossover_bytes(gpu: GpuSpec, tp, *, latency_s: float, link_efficiency: float):
     """Message size at which the ring's bandwidth term equals the call's latency (infinite for tp = 1).
 
     Smaller messages are latency-bound (decode), larger ones bandwidth-bound (prefill chunks).
     """
-    _check_eff("link_efficiency", link_efficiency)
+    checks.fraction("link_efficiency", link_efficiency)
     if latency_s < 0:
         raise ValueError(f"latency_s must be non-negative, got {latency_s!r}")
     n = np.asarray(tp, float)

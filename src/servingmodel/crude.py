@@ -21,7 +21,7 @@ from . import checks
 from .specs import GpuSpec, ModelSpec
 
 
-def crude_single_user_tok_s(gpu: GpuSpec, model: ModelSpec, weight_dtype: str = "bf16") -> float:
+def crude_single_user_tok_s(model: ModelSpec, gpu: GpuSpec, *, weight_dtype: str = "bf16") -> float:
     """Single-user decode speed if one GPU must stream all weights per token (assumption 1)."""
     return gpu.hbm_bandwidth_bytes_s / model.weight_bytes(weight_dtype)
 

@@ -21,8 +21,10 @@ from dataclasses import dataclass
 import numpy as np
 
 from . import checks, kvcache, queueing
-from .fullmodel import Features, Instance, Layout, ModelParams, Prediction, make_instance, predict_aggregated
-from .specs import GpuSpec, ModelSpec, Profile, constant, dtype_bytes
+from .fullmodel import Instance, Prediction, make_instance, predict_aggregated
+from .layout import Layout
+from .setup import ALL_FEATURES, Features, Setup
+from .specs import ModelSpec, constant, dtype_bytes
 
 TRANSFER_BANDWIDTHS = {"rdma": "kv_transfer_rdma_gb_s", "tcp": "kv_transfer_tcp_gb_s"}
 _BISECT_ITERS = 200
@@ -36,7 +38,7 @@ def transfer_bandwidth_bytes_s(kind: str = "rdma") -> float:
     return constant(TRANSFER_BANDWIDTHS[key]) * 1e9
 
 
-def kv_transfer_bytes(model: ModelSpec, isl, kv_dtype: str = "bf16"):
+def kv_transfer_bytes(model: ModelSpec, isl, *, kv_dtype: str = "bf16"):
     """Bytes of KV cache a prefill hands to decode: every layer's K and V for the ``isl`` prompt tokens."""
     s = np.asarray(isl, float)
     if np.any(s < 1):
@@ -44,12 +46,12 @@ def kv_transfer_bytes(model: ModelSpec, isl, kv_dtype: str = "bf16"):
     return 2.0 * model.num_layers * model.num_kv_heads * model.head_dim * dtype_bytes(kv_dtype) * s
 
 
-def kv_transfer_time_s(model: ModelSpec, isl, transfer_bytes_s, kv_dtype: str = "bf16"):
+def kv_transfer_time_s(model: ModelSpec, isl, transfer_bytes_s, *, kv_dtype: str = "bf16"):
     """Time to move one prompt's KV cache over a link of ``transfer_bytes_s`` bytes/s."""
     bw = np.asarray(transfer_bytes_s, float)
     if np.any(~(bw > 0)) or np.any(~np.isfinite(bw)):
         raise ValueError(f"transfer_bytes_s must be a positive finite number, got {transfer_bytes_s!r}")
-    return kv_transfer_bytes(model, isl, kv_dtype) / bw
+    return kv_transfer_bytes(model, isl, kv_dtype=kv_dtype) / bw
 
 
 def erlang_c(servers: int, offered_load: float) -> float:
@@ -296,17 +298,13 @@ def prefill_pool_ceiling_tok_s(instance: Instance, p_replicas: int = 1) -> float
 
 
 def predict_disaggregated(
-    model: ModelSpec,
-    gpu: GpuSpec,
+    setup: Setup,
+    layout: Layout,
+    *,
     isl: int,
     osl: int,
-    layout: Layout,
     concurrency: float,
-    profile: Profile,
-    params: ModelParams,
-    features: Features = Features(),
-    weight_dtype: str = "bf16",
-    kv_dtype: str = "bf16",
+    features: Features = ALL_FEATURES,
     transfer_bytes_s: float | None = None,
 ) -> Prediction:
     """Predict one point as true prefill/decode disaggregation (same signature as ``predict_aggregated``).
@@ -320,16 +318,11 @@ def predict_disaggregated(
     if not concurrency >= 1:
         raise ValueError(f"concurrency must be at least 1, got {concurrency!r}")
     if layout.kind != "disaggregated":
-        return predict_aggregated(
-            model, gpu, isl, osl, layout, concurrency, profile, params, features, weight_dtype, kv_dtype
-        )
+        return predict_aggregated(setup, layout, isl=isl, osl=osl, concurrency=concurrency, features=features)
     bw = transfer_bandwidth_bytes_s("rdma") if transfer_bytes_s is None else float(transfer_bytes_s)
-    p_inst = make_instance(
-        model, gpu, layout.p_tp, isl, osl, profile, params, features, weight_dtype, kv_dtype
-    )
-    d_inst = make_instance(
-        model, gpu, layout.d_tp, isl, osl, profile, params, features, weight_dtype, kv_dtype
-    )
+    model, gpu, profile = setup.model, setup.gpu, setup.profile
+    p_inst = make_instance(setup, tp=layout.p_tp, isl=isl, osl=osl, features=features)
+    d_inst = make_instance(setup, tp=layout.d_tp, isl=isl, osl=osl, features=features)
     bmax = float(d_inst.max_batch)
     if features.kv_limit and not bmax * kvcache.mean_context_tokens(isl, osl) >= isl + osl:
         raise kvcache.InsufficientMemoryError(
@@ -341,7 +334,7 @@ def predict_disaggregated(
             f"{model.name} at TP{layout.p_tp} on {gpu.name} ({profile.name}) cannot hold one prompt of "
             f"{isl} tokens in a prefill instance"
         )
-    t_x = float(kv_transfer_time_s(model, isl, bw, kv_dtype))
+    t_x = float(kv_transfer_time_s(model, isl, bw, kv_dtype=setup.kv_dtype))
     links = min(layout.p_replicas, layout.d_replicas)
     t_pf = float(p_inst.prefill_s)
     st = closed_loop_pd(
@@ -372,52 +365,3 @@ def predict_disaggregated(
         tpot_s=st.tpot_s,
         max_batch=bmax,
     )
-
-
-def fit_reading(
-    meas,
-    predictor=None,
-    names=("bandwidth_efficiency", "compute_efficiency", "allreduce_latency_s", "memory_reserve_gib"),
-    start: ModelParams | None = None,
-    features: Features = Features(),
-    latency_weight: float = 1.0,
-) -> ModelParams:
-    """Best parameters for one reading of the data (``predictor``), the others held at ``start``.
-
-    Least squares on log errors of output throughput, of the measured TPOT
-    (weighted by ``latency_weight``) and of the TTFTs measured at concurrency 1
-    (see :func:`servingmodel.calibrate.residuals`), each parameter within its
-    plausible range from ``data/parameters.csv``. Deterministic.
-    Used in chapter 07 to give both readings of the dashed curves their best fit.
-    """
-    import dataclasses
-
-    from scipy.optimize import least_squares
-
-    from .calibrate import residuals
-    from .fullmodel import FITTED_PARAMETERS, predict_measurements
-    from .specs import parameter_facts
-
-    names = tuple(names)
-    unknown = [n for n in names if n not in FITTED_PARAMETERS]
-    if not names or unknown:
-        raise ValueError(f"names must be a non-empty subset of {FITTED_PARAMETERS}, got {names!r}")
-    if len(meas) == 0:
-        raise ValueError("no measurements to fit")
-    start = start or ModelParams.nominal()
-    facts = parameter_facts()
-    lo = np.array([facts[n].low for n in names], float)
-    hi = np.array([facts[n].high for n in names], float)
-    scale = hi - lo
-
-    def params_at(z):
-        return dataclasses.replace(start, **{n: float(v) for n, v in zip(names, lo + np.asarray(z) * scale)})
-
-    def fun(z):
-        return residuals(
-            predict_measurements(meas, params_at(z), features, predictor=predictor), meas, latency_weight
-        )
-
-    z0 = np.clip((np.array([getattr(start, n) for n in names], float) - lo) / scale, 0.02, 0.98)
-    sol = least_squares(fun, z0, bounds=(0.0, 1.0), diff_step=1e-3, xtol=1e-8, ftol=1e-8, method="trf")
-    return params_at(sol.x)

@@ -170,3 +170,29 @@ def median_errors_by_deployment(
         col["all (p90)"] = rel.quantile(P_HIGH / 100)
         out[name] = col
     return pd.DataFrame(out)
+
+
+def family_error_table(df_pred: pd.DataFrame, df_meas: pd.DataFrame) -> pd.DataFrame:
+    """The per-family error table of chapters 03 to 05: one row for all points, then one per family.
+
+    Columns ``n``, ``per-GPU median``, ``per-GPU p90``, ``per-user median``
+    and ``per-user p90`` (fractions), indexed by group in the book's family order.
+    """
+    summary = error_summary(df_pred, df_meas)
+    wide = summary.pivot(index="group", columns="quantity", values=["median", "p90"])
+    groups = list(dict.fromkeys(summary["group"]))
+    return pd.DataFrame(
+        {
+            "n": summary.groupby("group", sort=False)["n"].first(),
+            "per-GPU median": wide[("median", "tok_s_per_gpu")],
+            "per-GPU p90": wide[("p90", "tok_s_per_gpu")],
+            "per-user median": wide[("median", "tok_s_per_user")],
+            "per-user p90": wide[("p90", "tok_s_per_user")],
+        }
+    ).loc[groups]
+
+
+def family_gpu_errors(df_pred: pd.DataFrame, df_meas: pd.DataFrame) -> pd.DataFrame:
+    """Median and p90 absolute relative error of throughput per GPU, for all points and per family."""
+    table = family_error_table(df_pred, df_meas)
+    return table[["per-GPU median", "per-GPU p90"]].set_axis(["median", "p90"], axis=1)

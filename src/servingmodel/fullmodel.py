@@ -3,8 +3,9 @@
 One vLLM instance at tensor parallelism N is described by its prefill time,
 its decode-step time as a function of batch, and its KV-cache batch limit. A
 deployment is a set of instances behind a router; the benchmark is a closed
-loop of C requests. :class:`Features` switches each refinement on, so the
-same code produces every row of the error ladder (chapter 09).
+loop of C requests. :class:`~servingmodel.setup.Features` switches each
+refinement on, so the same code produces every row of the error ladder
+(chapter 09). Every function takes a :class:`~servingmodel.setup.Setup` first.
 """
 
 from __future__ import annotations
@@ -15,231 +16,128 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from . import checks, comm, deployment, kvcache, prefill, queueing, roofline
-from .specs import (
-    GIB,
-    GpuSpec,
-    ModelSpec,
-    Profile,
-    constant,
-    get_gpu,
-    get_model,
-    get_profile,
-    parameter_facts,
-)
+from . import checks, comm, host, kvcache, prefill, queueing, roofline, routing
+from .layout import Layout, benchmark_profile, layout_of
+from .setup import ALL_FEATURES, Features, ModelParams, Setup
+from .specs import GIB, constant, get_gpu, get_model
 
-FITTED_PARAMETERS = (
-    "bandwidth_efficiency",
-    "kv_bandwidth_efficiency",
-    "compute_efficiency",
-    "allreduce_latency_s",
-    "memory_reserve_gib",
-    "host_penalty_s",
-)
-
-
-@dataclass(frozen=True)
-class ModelParams:
-    """The model's parameters: the six fitted ones (:data:`FITTED_PARAMETERS`) and the fixed ones."""
-
-    bandwidth_efficiency: float
-    kv_bandwidth_efficiency: float
-    compute_efficiency: float
-    step_overhead_s: float  # per engine step, whatever the model's depth
-    step_overhead_per_layer_s: float  # per engine step and transformer layer
-    allreduce_latency_s: float
-    memory_reserve_gib: float
-    host_penalty_s: float
-    link_efficiency: float
-
-    def __post_init__(self):
-        for name in (
-            "bandwidth_efficiency",
-            "kv_bandwidth_efficiency",
-            "compute_efficiency",
-            "link_efficiency",
-        ):
-            v = getattr(self, name)
-            if not (np.isfinite(v) and 0 < v <= 1):
-                raise ValueError(f"{name} must be in (0, 1], got {v!r}")
-        for name in (
-            "step_overhead_s",
-            "step_overhead_per_layer_s",
-            "allreduce_latency_s",
-            "memory_reserve_gib",
-            "host_penalty_s",
-        ):
-            v = getattr(self, name)
-            if not (np.isfinite(v) and v >= 0):
-                raise ValueError(f"{name} must be non-negative, got {v!r}")
-
-    @classmethod
-    def nominal(cls) -> ModelParams:
-        """Every parameter at its sourced nominal value (``data/parameters.csv``)."""
-        facts = parameter_facts()
-        return cls(**{f.name: facts[f.name].nominal for f in dataclasses.fields(cls)})
-
-    def step_overhead_for(self, model: ModelSpec) -> float:
-        """Fixed time per engine step outside the roofline for ``model``: per step plus per layer (BLIS's law)."""
-        return self.step_overhead_s + self.step_overhead_per_layer_s * model.num_layers
-
-    def with_fitted(self, values) -> ModelParams:
-        return dataclasses.replace(self, **dict(zip(FITTED_PARAMETERS, map(float, values))))
-
-    def fitted_vector(self) -> np.ndarray:
-        return np.array([getattr(self, n) for n in FITTED_PARAMETERS], float)
-
-
-@dataclass(frozen=True)
-class Features:
-    """Which refinements are on. Each chapter switches one more on."""
-
-    kv_limit: bool = True  # chapter 04: KV capacity and queueing
-    prefill_interference: bool = True  # chapter 05: chunked prefill shares the instance
-    communication: bool = True  # chapter 06: two all-reduces per layer
-    deployment: bool = True  # chapters 06-07: host penalty, routing, benchmark ramp and tail
-
-
-ROOFLINE_ONLY = Features(kv_limit=False, prefill_interference=False, communication=False, deployment=False)
-LADDER_FEATURES = (
-    ("+ bandwidth roofline", ROOFLINE_ONLY),
-    ("+ KV capacity and queueing", Features(True, False, False, False)),
-    ("+ prefill", Features(True, True, False, False)),
-    ("+ communication", Features(True, True, True, False)),
-    ("+ deployment differences", Features(True, True, True, True)),
-)
+#: A scalar or a numpy array of aligned points.
+Values = float | np.ndarray
 
 
 @dataclass(frozen=True)
 class Instance:
     """The physics of one vLLM instance for one workload (scalars or aligned arrays)."""
 
-    model: ModelSpec
-    gpu: GpuSpec
-    tp: object
-    isl: object
-    osl: object
-    prefill_s: object
-    max_batch: object
-    params: ModelParams
+    setup: Setup
     features: Features
-    host_s: object
-    weight_dtype: str = "bf16"
-    kv_dtype: str = "bf16"
+    tp: Values
+    isl: Values
+    osl: Values
+    prefill_s: Values
+    max_batch: Values
+    host_step_s: Values
 
     def decode_step_s(self, batch):
         """Decode-step time at batch B: overhead + host + all-reduces + roofline."""
+        s, p = self.setup, self.setup.params
         ctx = kvcache.mean_context_tokens(self.isl, self.osl)
         t = roofline.decode_step_time_s(
-            self.model,
-            self.gpu,
+            s.model,
+            s.gpu,
             self.tp,
             batch,
             ctx,
-            bandwidth_efficiency=self.params.bandwidth_efficiency,
-            kv_bandwidth_efficiency=self.params.kv_bandwidth_efficiency,
-            compute_efficiency=self.params.compute_efficiency,
-            step_overhead_s=self.params.step_overhead_for(self.model),
-            weight_dtype=self.weight_dtype,
-            kv_dtype=self.kv_dtype,
+            bandwidth_efficiency=p.bandwidth_efficiency,
+            kv_bandwidth_efficiency=p.kv_bandwidth_efficiency,
+            compute_efficiency=p.compute_efficiency,
+            step_overhead_s=p.step_overhead_for(s.model),
+            weight_dtype=s.weight_dtype,
+            kv_dtype=s.kv_dtype,
         )
         if self.features.communication:
             t = t + comm.decode_comm_time_s(
-                self.model,
-                self.gpu,
+                s.model,
+                s.gpu,
                 self.tp,
                 batch,
-                self.params.allreduce_latency_s,
-                self.params.link_efficiency,
+                latency_s=p.allreduce_latency_s,
+                link_efficiency=p.link_efficiency,
             )
-        return t + self.host_s
+        return t + self.host_step_s
 
     def steady_state(self, n):
         """Closed-loop steady state with ``n`` requests present (see :func:`queueing.closed_loop`)."""
-        return (
-            queueing.closed_loop(
-                n,
-                self.max_batch,
-                self.prefill_s,
-                self.decode_step_s,
-                int(np.max(self.osl)),
-                interference=self.features.prefill_interference,
-            )
-            if np.ndim(self.osl) == 0
-            else queueing.closed_loop(
-                n,
-                self.max_batch,
-                self.prefill_s,
-                self.decode_step_s,
-                self.osl,
-                interference=self.features.prefill_interference,
-            )
+        osl = int(np.max(self.osl)) if np.ndim(self.osl) == 0 else self.osl
+        return queueing.closed_loop(
+            n,
+            self.max_batch,
+            self.prefill_s,
+            self.decode_step_s,
+            osl,
+            interference=self.features.prefill_interference,
         )
 
     def tok_s(self, n):
         return self.steady_state(n)["tok_s"]
 
 
-def make_instance(
-    model: ModelSpec,
-    gpu: GpuSpec,
+def make_instance(setup: Setup, *, tp, isl, osl, features: Features = ALL_FEATURES) -> Instance:
+    """Build the physics of one instance (prefill time, batch limit, host time per step)."""
+    return instance_arrays(setup, tp=tp, isl=isl, osl=osl, features=features)
+
+
+def instance_arrays(
+    setup: Setup,
+    *,
     tp,
     isl,
     osl,
-    profile: Profile,
-    params: ModelParams,
-    features: Features,
-    weight_dtype: str = "bf16",
-    kv_dtype: str = "bf16",
+    features: Features = ALL_FEATURES,
+    gpu_memory_utilization=None,
+    cpu_cores=None,
+    cpu_limited=None,
 ) -> Instance:
-    """Build the physics of one instance (prefill time, batch limit, host penalty)."""
-    return make_instance_arrays(
-        model,
-        gpu,
-        tp,
-        isl,
-        osl,
-        profile.gpu_memory_utilization,
-        profile.cpu_cores,
-        profile.host_penalty,
-        params,
-        features,
-        weight_dtype,
-        kv_dtype,
+    """:func:`make_instance` for aligned arrays of points, for vectorised sweeps.
+
+    ``gpu_memory_utilization``, ``cpu_cores`` and ``cpu_limited`` override the
+    setup's profile point by point (broadcastable arrays); None keeps the profile's.
+    """
+    s, p, prof = setup, setup.params, setup.profile
+    util = np.asarray(
+        prof.gpu_memory_utilization if gpu_memory_utilization is None else gpu_memory_utilization
     )
-
-
-def make_instance_arrays(
-    model: ModelSpec,
-    gpu: GpuSpec,
-    tp,
-    isl,
-    osl,
-    gpu_memory_utilization,
-    cpu_cores,
-    host_penalty,
-    params: ModelParams,
-    features: Features,
-    weight_dtype: str = "bf16",
-    kv_dtype: str = "bf16",
-) -> Instance:
-    """:func:`make_instance` with the profile given as (broadcastable) arrays, for vectorised sweeps."""
-    compute_dtype = "fp8" if weight_dtype == "fp8" else "bf16"
-    t_pf = prefill.prefill_compute_time_s(model, gpu, tp, isl, params.compute_efficiency, compute_dtype)
+    cores = prof.cpu_cores if cpu_cores is None else cpu_cores
+    limited = float(prof.cpu_limited) if cpu_limited is None else cpu_limited
+    t_pf = prefill.prefill_compute_time_s(
+        s.model, s.gpu, tp, isl, compute_efficiency=p.compute_efficiency, compute_dtype=s.compute_dtype
+    )
     budget = constant("max_num_batched_tokens")
     if features.communication:
         t_pf = t_pf + comm.prefill_comm_time_s(
-            model, gpu, tp, isl, budget, params.allreduce_latency_s, params.link_efficiency
+            s.model,
+            s.gpu,
+            tp,
+            isl,
+            max_num_batched_tokens=budget,
+            latency_s=p.allreduce_latency_s,
+            link_efficiency=p.link_efficiency,
         )
     # every prefill chunk is an engine step that pays the fixed overhead
-    t_pf = t_pf + prefill.prefill_chunks(isl, budget) * params.step_overhead_for(model)
-    util = np.asarray(gpu_memory_utilization, float)
+    t_pf = t_pf + prefill.prefill_chunks(isl, budget) * p.step_overhead_for(s.model)
+    util = np.asarray(util, float)
     if np.any(~((util > 0) & (util <= 1))):
         raise ValueError(f"gpu_memory_utilization must be in (0, 1], got {gpu_memory_utilization!r}")
     shape = np.broadcast(np.asarray(tp), np.asarray(isl), np.asarray(osl), util).shape
     if features.kv_limit:
         cap = kvcache.kv_capacity_tokens(
-            gpu, model, tp, util, params.memory_reserve_gib * GIB, weight_dtype, kv_dtype
+            s.model,
+            s.gpu,
+            tp,
+            gpu_memory_utilization=util,
+            memory_reserve_bytes=p.memory_reserve_gib * GIB,
+            weight_dtype=s.weight_dtype,
+            kv_dtype=s.kv_dtype,
         )
         bmax = np.broadcast_to(
             np.minimum(kvcache.max_batch(cap, isl, osl), constant("max_num_seqs")), shape
@@ -247,54 +145,18 @@ def make_instance_arrays(
     else:
         bmax = np.full(shape, np.inf)
     if features.deployment:
-        over = deployment.oversubscription(tp, cpu_cores, constant("processes_besides_workers"))
-        host = params.host_penalty_s * over * np.asarray(host_penalty, float)
+        host_s = host.host_step_s(
+            tp,
+            cpu_cores=cores,
+            cpu_limited=limited,
+            host_penalty_s=p.host_penalty_s,
+            processes_besides_workers=constant("processes_besides_workers"),
+        )
     else:
-        host = np.zeros(shape)
+        host_s = np.zeros(shape)
     if not shape:
-        t_pf, bmax, host = float(t_pf), float(bmax), float(host)
-    return Instance(model, gpu, tp, isl, osl, t_pf, bmax, params, features, host, weight_dtype, kv_dtype)
-
-
-@dataclass(frozen=True)
-class Layout:
-    """How the GPUs of a deployment are split into instances."""
-
-    kind: str  # "aggregated" or "disaggregated"
-    tp: int | None = None
-    replicas: int | None = None
-    p_tp: int | None = None
-    p_replicas: int | None = None
-    d_tp: int | None = None
-    d_replicas: int | None = None
-
-    def __post_init__(self):
-        if self.kind == "aggregated":
-            if not (self.tp and self.replicas and self.tp >= 1 and self.replicas >= 1):
-                raise ValueError("an aggregated layout needs tp >= 1 and replicas >= 1")
-            fields = ("tp", "replicas")
-        elif self.kind == "disaggregated":
-            for f in ("p_tp", "p_replicas", "d_tp", "d_replicas"):
-                v = getattr(self, f)
-                if not (v and v >= 1):
-                    raise ValueError(f"a disaggregated layout needs {f} >= 1")
-            fields = ("p_tp", "p_replicas", "d_tp", "d_replicas")
-        else:
-            raise ValueError(f"unknown kind {self.kind!r}; expected 'aggregated' or 'disaggregated'")
-        for f in fields:
-            checks.whole(f, getattr(self, f), 1)
-
-    @property
-    def num_gpus(self) -> int:
-        if self.kind == "aggregated":
-            return self.tp * self.replicas
-        return self.p_tp * self.p_replicas + self.d_tp * self.d_replicas
-
-    def instance_tps(self) -> list[int]:
-        """TP size of every instance (a P/D layout served aggregated: all its pods)."""
-        if self.kind == "aggregated":
-            return [self.tp] * self.replicas
-        return [self.p_tp] * self.p_replicas + [self.d_tp] * self.d_replicas
+        t_pf, bmax, host_s = float(t_pf), float(bmax), float(host_s)
+    return Instance(setup, features, tp, isl, osl, t_pf, bmax, host_s)
 
 
 @dataclass(frozen=True)
@@ -321,7 +183,7 @@ def _expand(instance: Instance, idx, k):
         osl=pick(instance.osl),
         prefill_s=pick(instance.prefill_s),
         max_batch=pick(instance.max_batch),
-        host_s=pick(instance.host_s),
+        host_step_s=pick(instance.host_step_s),
     )
 
 
@@ -334,17 +196,15 @@ def _random_routing_total(instance: Instance, concurrency, replicas, idx) -> np.
     tok = np.asarray(_expand(instance, idx, k).tok_s(np.broadcast_to(k, (len(idx), kmax))), float)
     out = np.empty(len(idx))
     for i in range(len(idx)):
-        p = deployment.random_routing_occupancy(c[i], r[i], lambda kk, row=tok[i]: row[: len(kk)])
+        p = routing.random_routing_occupancy(c[i], r[i], lambda kk, row=tok[i]: row[: len(kk)])
         out[i] = r[i] * np.dot(p[1:], tok[i, : c[i]])
     return out
 
 
 def predict_arrays(
-    model: ModelSpec,
-    gpu: GpuSpec,
-    params: ModelParams,
-    features: Features,
+    setup: Setup,
     *,
+    features: Features = ALL_FEATURES,
     concurrency,
     isl,
     osl,
@@ -352,18 +212,18 @@ def predict_arrays(
     count_a,
     tp_b=1,
     count_b=0,
-    gpu_memory_utilization,
-    cpu_cores,
-    host_penalty,
-    random_routing,
-    weight_dtype: str = "bf16",
-    kv_dtype: str = "bf16",
+    gpu_memory_utilization=None,
+    cpu_cores=None,
+    cpu_limited=None,
+    random_routing=None,
 ) -> dict:
-    """Vectorised prediction of many points that share a model and a GPU.
+    """Vectorised prediction of many points that share a model, a GPU and the dtypes of ``setup``.
 
     A point is ``count_a`` instances at ``tp_a`` plus ``count_b`` at ``tp_b``
     (a P/D layout served aggregated), all serving prefill and decode, with
-    ``concurrency`` requests in a closed loop. With fewer requests than
+    ``concurrency`` requests in a closed loop. The profile's memory
+    utilisation, CPU cores, CPU limit and routing may be overridden point by
+    point (None keeps the setup's profile). With fewer requests than
     instances, each request lands on any instance with equal chance, so the
     latencies are averaged per request and each user's throughput is OSL over
     the mean request time (a harmonic mean of the instances' speeds); with at
@@ -372,27 +232,22 @@ def predict_arrays(
     ``output_tok_s``, ``ttft_s``, ``tpot_s``, ``max_batch`` and ``fits``
     (False where an instance cannot hold one request; its numbers are NaN).
     """
+    prof = setup.profile
+    profile_values = (
+        prof.gpu_memory_utilization if gpu_memory_utilization is None else gpu_memory_utilization,
+        prof.cpu_cores if cpu_cores is None else cpu_cores,
+        float(prof.cpu_limited) if cpu_limited is None else cpu_limited,
+        float(prof.routing == "random") if random_routing is None else random_routing,
+    )
     arrs = np.broadcast_arrays(
         *(
             np.asarray(v, float)
-            for v in (
-                concurrency,
-                isl,
-                osl,
-                tp_a,
-                count_a,
-                tp_b,
-                count_b,
-                gpu_memory_utilization,
-                cpu_cores,
-                host_penalty,
-                random_routing,
-            )
+            for v in (concurrency, isl, osl, tp_a, count_a, tp_b, count_b, *profile_values)
         )
     )
-    c, isl_, osl_, ta, ca, tb, cb, util, cores, host, rnd = (a.ravel() for a in arrs)
+    c, isl_, osl_, ta, ca, tb, cb, util, cores, limited, rnd = (a.ravel() for a in arrs)
     checks.whole("concurrency", c, 1)
-    checks.nonnegative("host_penalty", host)
+    checks.nonnegative("cpu_limited", limited)
     if np.any(ca < 1) or np.any(cb < 0):
         raise ValueError("instance counts must be at least 1 (count_b at least 0)")
     reps = ca + cb
@@ -412,8 +267,15 @@ def predict_arrays(
         active = count > 0
         if not active.any():
             continue
-        inst = make_instance_arrays(
-            model, gpu, tp, isl_, osl_, util, cores, host, params, features, weight_dtype, kv_dtype
+        inst = instance_arrays(
+            setup,
+            tp=tp,
+            isl=isl_,
+            osl=osl_,
+            features=features,
+            gpu_memory_utilization=util,
+            cpu_cores=cores,
+            cpu_limited=limited,
         )
         ok = np.asarray(inst.max_batch) * ctx >= isl_ + osl_
         fits &= ok | ~active
@@ -458,17 +320,7 @@ def predict_arrays(
 
 
 def predict_aggregated(
-    model: ModelSpec,
-    gpu: GpuSpec,
-    isl: int,
-    osl: int,
-    layout: Layout,
-    concurrency: float,
-    profile: Profile,
-    params: ModelParams,
-    features: Features = Features(),
-    weight_dtype: str = "bf16",
-    kv_dtype: str = "bf16",
+    setup: Setup, layout: Layout, *, isl: int, osl: int, concurrency: float, features: Features = ALL_FEATURES
 ) -> Prediction:
     """Predict one point: every instance serves prefill and decode (aggregated serving).
 
@@ -478,15 +330,10 @@ def predict_aggregated(
     """
     if not concurrency >= 1:
         raise ValueError(f"concurrency must be at least 1, got {concurrency!r}")
-    if layout.kind == "aggregated":
-        ta, ca, tb, cb = layout.tp, layout.replicas, 1, 0
-    else:
-        ta, ca, tb, cb = layout.p_tp, layout.p_replicas, layout.d_tp, layout.d_replicas
+    ta, ca, tb, cb = layout.pools()
     out = predict_arrays(
-        model,
-        gpu,
-        params,
-        features,
+        setup,
+        features=features,
         concurrency=concurrency,
         isl=isl,
         osl=osl,
@@ -494,17 +341,11 @@ def predict_aggregated(
         count_a=ca,
         tp_b=tb,
         count_b=cb,
-        gpu_memory_utilization=profile.gpu_memory_utilization,
-        cpu_cores=profile.cpu_cores,
-        host_penalty=float(profile.host_penalty),
-        random_routing=float(profile.routing == "random"),
-        weight_dtype=weight_dtype,
-        kv_dtype=kv_dtype,
     )
     if not bool(out["fits"]):
         raise kvcache.InsufficientMemoryError(
-            f"{model.name} on {gpu.name} ({profile.name}, layout {layout}) cannot hold one request of "
-            f"{isl + osl} tokens in an instance's KV cache"
+            f"{setup.model.name} on {setup.gpu.name} ({setup.profile.name}, layout {layout}) cannot hold one "
+            f"request of {isl + osl} tokens in an instance's KV cache"
         )
     total = float(out["output_tok_s"])
     return Prediction(
@@ -517,31 +358,31 @@ def predict_aggregated(
     )
 
 
-def layout_of(row) -> Layout:
-    """The layout of one measurement row (pandas row or mapping)."""
-
-    def get(c):
-        v = row[c]
-        return None if pd.isna(v) else int(v)
-
-    return Layout(
-        row["kind"],
-        get("tp"),
-        get("replicas"),
-        get("p_tp"),
-        get("p_replicas"),
-        get("d_tp"),
-        get("d_replicas"),
-    )
-
-
-def benchmark_profile(row) -> Profile:
-    """The benchmark's pods: standalone for aggregated rows, modelservice for the llm-d ones."""
-    return get_profile("llm-d-standalone" if row["kind"] == "aggregated" else "llm-d-modelservice")
+PRED_COLUMNS = [
+    "pred_output_tok_s",
+    "pred_tok_s_per_gpu",
+    "pred_tok_s_per_user",
+    "pred_ttft_ms",
+    "pred_tpot_ms",
+    "pred_max_batch",
+]
+#: The deployment columns every prediction frame carries over from the measurements.
+DEPLOYMENT_COLUMNS = [
+    "deployment",
+    "family",
+    "kind",
+    "tp",
+    "replicas",
+    "p_tp",
+    "p_replicas",
+    "d_tp",
+    "d_replicas",
+    "concurrency",
+]
 
 
 def predict_measurements(
-    df: pd.DataFrame, params: ModelParams, features: Features = Features(), predictor=None
+    df: pd.DataFrame, params: ModelParams, features: Features = ALL_FEATURES, predictor=None
 ) -> pd.DataFrame:
     """Predict every measured point; returns the deployment columns plus ``pred_*`` columns.
 
@@ -549,31 +390,17 @@ def predict_measurements(
     another ``predictor`` (same signature as :func:`predict_aggregated`) is
     called point by point.
     """
-    keep = [
-        "deployment",
-        "family",
-        "kind",
-        "tp",
-        "replicas",
-        "p_tp",
-        "p_replicas",
-        "d_tp",
-        "d_replicas",
-        "concurrency",
-    ]
     out = pd.DataFrame(index=df.index, columns=PRED_COLUMNS, dtype=float)
     if predictor is not None:
         for i, r in df.iterrows():
+            setup = Setup(get_model(r["model"]), get_gpu(r["gpu"]), benchmark_profile(r), params)
             p = predictor(
-                get_model(r["model"]),
-                get_gpu(r["gpu"]),
-                int(r["isl"]),
-                int(r["osl"]),
+                setup,
                 layout_of(r),
-                float(r["concurrency"]),
-                benchmark_profile(r),
-                params,
-                features,
+                isl=int(r["isl"]),
+                osl=int(r["osl"]),
+                concurrency=float(r["concurrency"]),
+                features=features,
             )
             out.loc[i] = [
                 p.output_tok_s,
@@ -594,10 +421,8 @@ def predict_measurements(
             tb = np.where(agg, 1.0, grp["d_tp"].astype(float).fillna(1))
             cb = np.where(agg, 0.0, grp["d_replicas"].astype(float).fillna(0))
             res = predict_arrays(
-                get_model(mname),
-                get_gpu(gname),
-                params,
-                features,
+                Setup(get_model(mname), get_gpu(gname), profs[0], params),
+                features=features,
                 concurrency=grp["concurrency"].to_numpy(float),
                 isl=grp["isl"].to_numpy(float),
                 osl=grp["osl"].to_numpy(float),
@@ -607,7 +432,7 @@ def predict_measurements(
                 count_b=cb,
                 gpu_memory_utilization=[p.gpu_memory_utilization for p in profs],
                 cpu_cores=[p.cpu_cores for p in profs],
-                host_penalty=[float(p.host_penalty) for p in profs],
+                cpu_limited=[float(p.cpu_limited) for p in profs],
                 random_routing=[float(p.routing == "random") for p in profs],
             )
             gpus = grp["num_gpus"].to_numpy(float)
@@ -619,17 +444,7 @@ def predict_measurements(
             out.loc[grp.index, "pred_ttft_ms"] = res["ttft_s"] * 1e3
             out.loc[grp.index, "pred_tpot_ms"] = res["tpot_s"] * 1e3
             out.loc[grp.index, "pred_max_batch"] = res["max_batch"]
-    return pd.concat([df[[c for c in keep if c in df.columns]], out], axis=1)
-
-
-PRED_COLUMNS = [
-    "pred_output_tok_s",
-    "pred_tok_s_per_gpu",
-    "pred_tok_s_per_user",
-    "pred_ttft_ms",
-    "pred_tpot_ms",
-    "pred_max_batch",
-]
+    return pd.concat([df[[c for c in DEPLOYMENT_COLUMNS if c in df.columns]], out], axis=1)
 
 
 CURVE_CONCURRENCIES = (1, 2, 4, 8, 16, 32, 48, 64, 96, 128, 192, 256)
@@ -639,7 +454,7 @@ def model_curves(
     meas: pd.DataFrame,
     params: ModelParams,
     concurrencies=CURVE_CONCURRENCIES,
-    features: Features = Features(),
+    features: Features = ALL_FEATURES,
 ) -> pd.DataFrame:
     """The model's curve of every measured deployment over a grid of concurrencies.
 
@@ -654,45 +469,39 @@ def model_curves(
     return out
 
 
-def decode_step_breakdown(
-    model: ModelSpec,
-    gpu: GpuSpec,
-    tp: int,
-    batch: float,
-    isl: int,
-    osl: int,
-    profile: Profile,
-    params: ModelParams,
-) -> dict:
+def decode_step_breakdown(setup: Setup, *, tp: int, batch: float, isl: int, osl: int) -> dict:
     """The parts of one decode step of the full model, in seconds (chapter 10).
 
     ``weights_s`` and ``kv_s`` (the HBM reads), ``overhead_s`` (fixed per step),
-    ``allreduce_s`` (the 2L all-reduces) and ``host_s`` (CPU starvation); their
-    sum is the step time whenever decode is memory-bound, as it is here.
+    ``allreduce_s`` (the 2L all-reduces) and ``host_s`` (the host time of a
+    CPU-limited pod); their sum is the step time whenever decode is
+    memory-bound, as it is here.
     """
+    s, p = setup, setup.params
     ctx = kvcache.mean_context_tokens(isl, osl)
     terms = roofline.decode_time_terms_s(
-        model,
-        gpu,
+        s.model,
+        s.gpu,
         tp,
         batch,
         ctx,
-        bandwidth_efficiency=params.bandwidth_efficiency,
-        kv_bandwidth_efficiency=params.kv_bandwidth_efficiency,
-        compute_efficiency=params.compute_efficiency,
-        step_overhead_s=params.step_overhead_for(model),
+        bandwidth_efficiency=p.bandwidth_efficiency,
+        kv_bandwidth_efficiency=p.kv_bandwidth_efficiency,
+        compute_efficiency=p.compute_efficiency,
+        step_overhead_s=p.step_overhead_for(s.model),
+        weight_dtype=s.weight_dtype,
+        kv_dtype=s.kv_dtype,
     )
-    ar = comm.decode_comm_time_s(model, gpu, tp, batch, params.allreduce_latency_s, params.link_efficiency)
-    host = deployment.host_penalty_s(
-        tp, profile, params.host_penalty_s, constant("processes_besides_workers")
+    ar = comm.decode_comm_time_s(
+        s.model, s.gpu, tp, batch, latency_s=p.allreduce_latency_s, link_efficiency=p.link_efficiency
     )
-    inst = make_instance(model, gpu, tp, isl, osl, profile, params, Features())
+    inst = make_instance(setup, tp=tp, isl=isl, osl=osl)
     parts = {
         "weights_s": float(terms["weights_s"]),
         "kv_s": float(terms["kv_s"]),
-        "overhead_s": float(params.step_overhead_for(model)),
+        "overhead_s": float(p.step_overhead_for(s.model)),
         "allreduce_s": float(ar),
-        "host_s": float(host),
+        "host_s": float(inst.host_step_s),
     }
     parts["step_s"] = float(inst.decode_step_s(batch))
     return parts

@@ -20,9 +20,10 @@ class InsufficientMemoryError(ValueError):
 
 
 def kv_budget_bytes_per_gpu(
-    gpu: GpuSpec,
     model: ModelSpec,
+    gpu: GpuSpec,
     tp,
+    *,
     gpu_memory_utilization: float,
     memory_reserve_bytes: float,
     weight_dtype: str = "bf16",
@@ -32,13 +33,18 @@ def kv_budget_bytes_per_gpu(
     if np.any(~((util > 0) & (util <= 1))):
         raise ValueError(f"gpu_memory_utilization must be in (0, 1], got {gpu_memory_utilization!r}")
     checks.nonnegative("memory_reserve_bytes", memory_reserve_bytes)
-    return gpu.memory_bytes * util - weight_bytes_per_gpu(model, tp, weight_dtype) - memory_reserve_bytes
+    return (
+        gpu.memory_bytes * util
+        - weight_bytes_per_gpu(model, tp, weight_dtype=weight_dtype)
+        - memory_reserve_bytes
+    )
 
 
 def kv_capacity_tokens(
-    gpu: GpuSpec,
     model: ModelSpec,
+    gpu: GpuSpec,
     tp,
+    *,
     gpu_memory_utilization: float,
     memory_reserve_bytes: float,
     weight_dtype: str = "bf16",
@@ -51,9 +57,14 @@ def kv_capacity_tokens(
     deployment use :func:`check_deployment_fits`; the vectorised sweeps flag it.
     """
     budget = kv_budget_bytes_per_gpu(
-        gpu, model, tp, gpu_memory_utilization, memory_reserve_bytes, weight_dtype
+        model,
+        gpu,
+        tp,
+        gpu_memory_utilization=gpu_memory_utilization,
+        memory_reserve_bytes=memory_reserve_bytes,
+        weight_dtype=weight_dtype,
     )
-    return np.maximum(budget, 0.0) / kv_bytes_per_token_per_gpu(model, tp, kv_dtype)
+    return np.maximum(budget, 0.0) / kv_bytes_per_token_per_gpu(model, tp, kv_dtype=kv_dtype)
 
 
 def mean_context_tokens(isl, osl):
@@ -72,32 +83,28 @@ def full_requests_that_fit(capacity_tokens, isl, osl):
 
 
 def check_deployment_fits(
-    gpu: GpuSpec,
     model: ModelSpec,
+    gpu: GpuSpec,
     tp: int,
     isl: int,
     osl: int,
+    *,
     gpu_memory_utilization: float,
     memory_reserve_bytes: float,
     weight_dtype: str = "bf16",
     kv_dtype: str = "bf16",
 ) -> float:
     """Return the KV capacity in tokens, or raise :class:`InsufficientMemoryError` saying what does not fit."""
-    budget = float(
-        kv_budget_bytes_per_gpu(gpu, model, tp, gpu_memory_utilization, memory_reserve_bytes, weight_dtype)
-    )
-    w = float(weight_bytes_per_gpu(model, tp, weight_dtype))
+    memory = dict(gpu_memory_utilization=gpu_memory_utilization, memory_reserve_bytes=memory_reserve_bytes)
+    budget = float(kv_budget_bytes_per_gpu(model, gpu, tp, **memory, weight_dtype=weight_dtype))
+    w = float(weight_bytes_per_gpu(model, tp, weight_dtype=weight_dtype))
     if budget <= 0:
         raise InsufficientMemoryError(
             f"{model.name} at TP{tp} ({weight_dtype}) does not fit on {gpu.name}: weights need {w / 2**30:.1f} GiB per GPU, "
             f"{gpu_memory_utilization:.2f} x {gpu.memory_bytes / 2**30:.1f} GiB minus a {memory_reserve_bytes / 2**30:.1f} GiB "
             f"reserve leaves {budget / 2**30:.1f} GiB for the KV cache"
         )
-    cap = float(
-        kv_capacity_tokens(
-            gpu, model, tp, gpu_memory_utilization, memory_reserve_bytes, weight_dtype, kv_dtype
-        )
-    )
+    cap = float(kv_capacity_tokens(model, gpu, tp, **memory, weight_dtype=weight_dtype, kv_dtype=kv_dtype))
     if cap < isl + osl:
         raise InsufficientMemoryError(
             f"{model.name} at TP{tp} on {gpu.name} holds {cap:.0f} KV tokens, fewer than one request of "

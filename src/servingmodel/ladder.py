@@ -13,7 +13,8 @@ import numpy as np
 import pandas as pd
 
 from . import crude, evaluate, stepsim
-from .fullmodel import LADDER_FEATURES, Features, ModelParams, predict_measurements
+from .fullmodel import predict_measurements
+from .setup import LADDER_FEATURES, Features, ModelParams
 
 CRUDE = "crude model"
 CALIBRATED = "+ calibration"

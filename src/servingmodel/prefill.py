@@ -10,7 +10,7 @@ from __future__ import annotations
 import numpy as np
 
 from . import checks
-from .roofline import _check_eff, decode_flops_per_token, linear_flops_per_token
+from .roofline import decode_flops_per_token, linear_flops_per_token
 from .specs import GpuSpec, ModelSpec
 
 
@@ -31,10 +31,10 @@ def decode_flops_per_request(model: ModelSpec, isl, osl):
 
 
 def prefill_compute_time_s(
-    model: ModelSpec, gpu: GpuSpec, tp, isl, compute_efficiency: float, compute_dtype: str = "bf16"
+    model: ModelSpec, gpu: GpuSpec, tp, isl, *, compute_efficiency: float, compute_dtype: str = "bf16"
 ):
     """Time of the prefill FLOPs split over ``tp`` GPUs at the given model-FLOPs utilisation."""
-    _check_eff("compute_efficiency", compute_efficiency)
+    checks.fraction("compute_efficiency", compute_efficiency)
     return prefill_flops(model, isl) / (np.asarray(tp, float) * gpu.flops(compute_dtype) * compute_efficiency)
 
 
@@ -57,10 +57,10 @@ def prefill_time_share(batch, prefill_s, decode_step_s, osl):
 
 
 def compute_bound_ceiling_tok_s_per_gpu(
-    model: ModelSpec, gpu: GpuSpec, isl, osl, compute_efficiency: float, compute_dtype: str = "bf16"
+    model: ModelSpec, gpu: GpuSpec, isl, osl, *, compute_efficiency: float, compute_dtype: str = "bf16"
 ):
     """Output tok/s/GPU if every FLOP of prefill and decode ran at the given efficiency (no memory limit)."""
-    _check_eff("compute_efficiency", compute_efficiency)
+    checks.fraction("compute_efficiency", compute_efficiency)
     total = prefill_flops(model, isl) + decode_flops_per_request(model, isl, osl)
     return np.asarray(osl, float) * gpu.flops(compute_dtype) * compute_efficiency / total
 
@@ -74,7 +74,7 @@ def prefill_decode_flops_ratio(model: ModelSpec, isl, osl):
 
 
 def implied_compute_efficiency(
-    model: ModelSpec, gpu: GpuSpec, tp, isl, prefill_s, compute_dtype: str = "bf16"
+    model: ModelSpec, gpu: GpuSpec, tp, isl, prefill_s, *, compute_dtype: str = "bf16"
 ):
     """Model-FLOPs utilisation at which the prefill of ``isl`` tokens on ``tp`` GPUs takes ``prefill_s``."""
     t = np.asarray(prefill_s, float)

@@ -12,32 +12,18 @@ from __future__ import annotations
 import numpy as np
 
 from . import checks
-from .specs import GpuSpec, ModelSpec, dtype_bytes
+from .specs import GpuSpec, ModelSpec, check_tp, compute_dtype, dtype_bytes
 
 
-def _check_tp(model: ModelSpec, tp) -> None:
-    tp_arr = np.asarray(tp)
-    if np.any(tp_arr < 1) or np.any(tp_arr != np.round(tp_arr)):
-        raise ValueError(f"tensor-parallel size must be a whole number >= 1, got {tp!r}")
-    if np.any(model.num_heads % tp_arr):
-        raise ValueError(
-            f"tensor-parallel size {tp!r} must divide the {model.num_heads} attention heads of {model.name}"
-        )
-
-
-def _check_eff(name: str, value) -> None:
-    checks.fraction(name, value)
-
-
-def weight_bytes_per_gpu(model: ModelSpec, tp, weight_dtype: str = "bf16"):
+def weight_bytes_per_gpu(model: ModelSpec, tp, *, weight_dtype: str = "bf16"):
     """Bytes of weights each GPU stores and reads once per step (weights split evenly)."""
-    _check_tp(model, tp)
+    check_tp(model, tp)
     return model.weight_bytes(weight_dtype) / np.asarray(tp, float)
 
 
-def kv_bytes_per_token_per_gpu(model: ModelSpec, tp, kv_dtype: str = "bf16"):
+def kv_bytes_per_token_per_gpu(model: ModelSpec, tp, *, kv_dtype: str = "bf16"):
     """KV-cache bytes one token occupies on each GPU (KV heads split, replicated beyond num_kv_heads)."""
-    _check_tp(model, tp)
+    check_tp(model, tp)
     heads_per_gpu = np.maximum(model.num_kv_heads / np.asarray(tp, float), 1.0)
     return 2 * model.num_layers * heads_per_gpu * model.head_dim * dtype_bytes(kv_dtype)
 
@@ -66,6 +52,7 @@ def decode_memory_time_s(
     tp,
     batch,
     context_tokens,
+    *,
     bandwidth_efficiency: float,
     weight_dtype: str = "bf16",
     kv_dtype: str = "bf16",
@@ -78,17 +65,17 @@ def decode_memory_time_s(
     kernel, at ``kv_bandwidth_efficiency`` (the same unless given; chapter 09
     separates the two).
     """
-    _check_eff("bandwidth_efficiency", bandwidth_efficiency)
+    checks.fraction("bandwidth_efficiency", bandwidth_efficiency)
     kv_eff = bandwidth_efficiency if kv_bandwidth_efficiency is None else kv_bandwidth_efficiency
-    _check_eff("kv_bandwidth_efficiency", kv_eff)
+    checks.fraction("kv_bandwidth_efficiency", kv_eff)
     b = checks.nonnegative("batch", batch)
     kv_bytes = (
         b
         * checks.nonnegative("context_tokens", context_tokens)
-        * kv_bytes_per_token_per_gpu(model, tp, kv_dtype)
+        * kv_bytes_per_token_per_gpu(model, tp, kv_dtype=kv_dtype)
     )
     return (
-        weight_bytes_per_gpu(model, tp, weight_dtype) / bandwidth_efficiency + kv_bytes / kv_eff
+        weight_bytes_per_gpu(model, tp, weight_dtype=weight_dtype) / bandwidth_efficiency + kv_bytes / kv_eff
     ) / gpu.hbm_bandwidth_bytes_s
 
 
@@ -98,11 +85,12 @@ def decode_compute_time_s(
     tp,
     batch,
     context_tokens,
+    *,
     compute_efficiency: float,
     compute_dtype: str = "bf16",
 ):
     """Time of the decode FLOPs: linear layers plus attention over the context."""
-    _check_eff("compute_efficiency", compute_efficiency)
+    checks.fraction("compute_efficiency", compute_efficiency)
     b = checks.nonnegative("batch", batch)
     flops = b * decode_flops_per_token(model, checks.nonnegative("context_tokens", context_tokens))
     return flops / (np.asarray(tp, float) * gpu.flops(compute_dtype) * compute_efficiency)
@@ -133,39 +121,46 @@ def decode_step_time_s(
         tp,
         b,
         context_tokens,
-        bandwidth_efficiency,
-        weight_dtype,
-        kv_dtype,
-        kv_bandwidth_efficiency,
+        bandwidth_efficiency=bandwidth_efficiency,
+        weight_dtype=weight_dtype,
+        kv_dtype=kv_dtype,
+        kv_bandwidth_efficiency=kv_bandwidth_efficiency,
     )
     comp = decode_compute_time_s(
-        model, gpu, tp, b, context_tokens, compute_efficiency, "fp8" if weight_dtype == "fp8" else "bf16"
+        model,
+        gpu,
+        tp,
+        b,
+        context_tokens,
+        compute_efficiency=compute_efficiency,
+        compute_dtype=compute_dtype(weight_dtype),
     )
     return step_overhead_s + np.maximum(mem, comp)
 
 
 def arithmetic_intensity(
-    model: ModelSpec, tp, batch, context_tokens, weight_dtype: str = "bf16", kv_dtype: str = "bf16"
+    model: ModelSpec, tp, batch, context_tokens, *, weight_dtype: str = "bf16", kv_dtype: str = "bf16"
 ):
     """FLOPs per byte read in one decode step on one GPU."""
     b = np.asarray(batch, float)
     flops = b * decode_flops_per_token(model, context_tokens) / np.asarray(tp, float)
-    bytes_read = weight_bytes_per_gpu(model, tp, weight_dtype) + b * np.asarray(
+    bytes_read = weight_bytes_per_gpu(model, tp, weight_dtype=weight_dtype) + b * np.asarray(
         context_tokens, float
-    ) * kv_bytes_per_token_per_gpu(model, tp, kv_dtype)
+    ) * kv_bytes_per_token_per_gpu(model, tp, kv_dtype=kv_dtype)
     return flops / bytes_read
 
 
 def ridge_point(
     gpu: GpuSpec,
+    *,
     weight_dtype: str = "bf16",
     compute_efficiency: float = 1.0,
     bandwidth_efficiency: float = 1.0,
 ) -> float:
     """FLOPs per byte at which a kernel turns compute-bound: achieved FLOP/s over achieved bytes/s (peaks by default)."""
-    _check_eff("compute_efficiency", compute_efficiency)
-    _check_eff("bandwidth_efficiency", bandwidth_efficiency)
-    flops = gpu.flops("fp8" if weight_dtype == "fp8" else "bf16")
+    checks.fraction("compute_efficiency", compute_efficiency)
+    checks.fraction("bandwidth_efficiency", bandwidth_efficiency)
+    flops = gpu.flops(compute_dtype(weight_dtype))
     return float(compute_efficiency * flops / (bandwidth_efficiency * gpu.hbm_bandwidth_bytes_s))
 
 
@@ -173,6 +168,7 @@ def critical_batch(
     model: ModelSpec,
     gpu: GpuSpec,
     context_tokens: float = 0.0,
+    *,
     weight_dtype: str = "bf16",
     kv_dtype: str = "bf16",
     max_batch: int = 100_000,
@@ -184,14 +180,14 @@ def critical_batch(
     raises if the crossing lies beyond ``max_batch``.
     """
     ctx = float(checks.nonnegative("context_tokens", context_tokens))
-    ridge = ridge_point(gpu, weight_dtype)
+    ridge = ridge_point(gpu, weight_dtype=weight_dtype)
     b = np.arange(1, max_batch + 1, dtype=float)
-    ai = arithmetic_intensity(model, 1, b, ctx, weight_dtype, kv_dtype)
+    ai = arithmetic_intensity(model, 1, b, ctx, weight_dtype=weight_dtype, kv_dtype=kv_dtype)
     hit = np.flatnonzero(ai >= ridge)
     if hit.size:
         return float(b[hit[0]])
     # the intensity rises with the batch towards FLOPs / KV bytes of one request
-    kv = ctx * kv_bytes_per_token_per_gpu(model, 1, kv_dtype)
+    kv = ctx * kv_bytes_per_token_per_gpu(model, 1, kv_dtype=kv_dtype)
     limit = np.inf if kv == 0 else float(decode_flops_per_token(model, ctx)) / kv
     if limit <= ridge:
         return float("inf")
@@ -237,17 +233,23 @@ def decode_time_terms_s(
         kv_bandwidth_efficiency=kv_bandwidth_efficiency,
     )
     kv_eff = bandwidth_efficiency if kv_bandwidth_efficiency is None else kv_bandwidth_efficiency
-    weights = weight_bytes_per_gpu(model, tp, weight_dtype) / (
+    weights = weight_bytes_per_gpu(model, tp, weight_dtype=weight_dtype) / (
         gpu.hbm_bandwidth_bytes_s * bandwidth_efficiency
     )
     kv = (
         np.asarray(batch, float)
         * np.asarray(context_tokens, float)
-        * kv_bytes_per_token_per_gpu(model, tp, kv_dtype)
+        * kv_bytes_per_token_per_gpu(model, tp, kv_dtype=kv_dtype)
         / (gpu.hbm_bandwidth_bytes_s * kv_eff)
     )
     comp = decode_compute_time_s(
-        model, gpu, tp, batch, context_tokens, compute_efficiency, "fp8" if weight_dtype == "fp8" else "bf16"
+        model,
+        gpu,
+        tp,
+        batch,
+        context_tokens,
+        compute_efficiency=compute_efficiency,
+        compute_dtype=compute_dtype(weight_dtype),
     )
     return {
         "weights_s": weights,
@@ -259,7 +261,7 @@ def decode_time_terms_s(
     }
 
 
-def asymptotic_intensity(model: ModelSpec, context_tokens, kv_dtype: str = "bf16"):
+def asymptotic_intensity(model: ModelSpec, context_tokens, *, kv_dtype: str = "bf16"):
     """Arithmetic intensity of a decode step as the batch grows without bound (chapter 03).
 
     Once the KV reads of the batch dwarf the weight read, every request adds
@@ -276,7 +278,7 @@ def asymptotic_intensity(model: ModelSpec, context_tokens, kv_dtype: str = "bf16
 
 
 def critical_context_tokens(
-    model: ModelSpec, gpu: GpuSpec, weight_dtype: str = "bf16", kv_dtype: str = "bf16"
+    model: ModelSpec, gpu: GpuSpec, *, weight_dtype: str = "bf16", kv_dtype: str = "bf16"
 ) -> float:
     """Context length beyond which no batch makes a decode step compute-bound (chapter 03).
 
@@ -284,7 +286,7 @@ def critical_context_tokens(
     context. ``inf`` when attention alone is intense enough that long contexts
     never keep decode memory-bound.
     """
-    ridge = ridge_point(gpu, weight_dtype)
+    ridge = ridge_point(gpu, weight_dtype=weight_dtype)
     denom = ridge * model.kv_bytes_per_token(kv_dtype) - attention_flops_per_context_token(model)
     return float(linear_flops_per_token(model) / denom) if denom > 0 else float("inf")
 

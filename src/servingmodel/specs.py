@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
 from .paths import DATA_DIR
@@ -96,14 +97,20 @@ class ModelSpec:
 
 @dataclass(frozen=True)
 class Profile:
-    """How a deployment was run: memory utilisation, CPU cores, routing, host penalty."""
+    """How a deployment was run: memory utilisation, CPU cores, routing, and whether its CPU limit binds.
+
+    ``cpu_limited`` says whether the pod's CPU limit can starve the engine
+    (the host term of :mod:`servingmodel.host` applies); the fitted constant of
+    that term is ``ModelParams.host_penalty_s`` and its per-step total
+    ``host_step_s``.
+    """
 
     name: str
     description: str
     gpu_memory_utilization: float
     cpu_cores: float
     routing: str
-    host_penalty: bool
+    cpu_limited: bool
     vllm_version: str = (
         ""  # the vLLM release the pods ran, where known (for the text; the model does not use it)
     )
@@ -153,8 +160,44 @@ def check_dtype(dtype: str) -> str:
     return dtype
 
 
+def compute_dtype(weight_dtype: str) -> str:
+    """Tensor-core precision of the matrix multiplications for weights in ``weight_dtype``:
+    fp8 weights run on the fp8 tensor cores, everything else on bf16 ones."""
+    return "fp8" if check_dtype(weight_dtype) == "fp8" else "bf16"
+
+
 def dtype_bytes(dtype: str) -> float:
     return dtypes()[check_dtype(dtype)]
+
+
+def tp_problem(model: ModelSpec, tp: int, gpu: GpuSpec | None = None, name: str = "tensor-parallel size"):
+    """Why ``tp`` GPUs cannot form one tensor-parallel group of ``model`` (on ``gpu``), or None when they can.
+
+    The one rule of the package: a whole number >= 1 that divides the
+    model's attention heads (each GPU holds whole heads) and, given a GPU,
+    fits inside one node (the model has no inter-node links).
+    """
+    if not (isinstance(tp, (int, float)) and math.isfinite(tp) and tp == int(tp) and tp >= 1):
+        return f"{name} must be a whole number >= 1, got {tp!r}"
+    t = int(tp)
+    if model.num_heads % t:
+        return f"{name} {t} must divide the {model.num_heads} attention heads of {model.name}"
+    if gpu is not None and t > gpu.gpus_per_node:
+        return (
+            f"{name} {t} exceeds the {gpu.gpus_per_node} GPUs of one {gpu.name} node (gpus_per_node, "
+            "data/gpus.csv): a tensor-parallel group must stay inside one node, as the model has no "
+            "inter-node links"
+        )
+    return None
+
+
+def check_tp(model: ModelSpec, tp, gpu: GpuSpec | None = None, name: str = "tensor-parallel size") -> None:
+    """Raise ``ValueError`` with :func:`tp_problem`'s reason for the first bad value of ``tp`` (scalar or array)."""
+    values = np.unique(np.asarray(tp, dtype=float).ravel())
+    for v in values:
+        problem = tp_problem(model, float(v), gpu, name)
+        if problem:
+            raise ValueError(problem)
 
 
 def _read_long(path: Path, key: str) -> dict[str, dict[str, tuple[str, str]]]:
@@ -258,14 +301,14 @@ def _profile_registry(path: Path) -> dict[str, Profile]:
     out = {}
     for name, f in raw.items():
         try:
-            hp = f["host_penalty"][0]
+            hp = f["cpu_limited"][0]
             out[name] = Profile(
                 name=name,
                 description=f["description"][0],
                 gpu_memory_utilization=_num(path, name, f, "gpu_memory_utilization"),
                 cpu_cores=_num(path, name, f, "cpu_cores"),
                 routing=f["routing"][0],
-                host_penalty=hp == "1",
+                cpu_limited=hp == "1",
                 vllm_version=f.get("vllm_version", ("", ""))[0],
                 kv_block_tokens=_whole_num(path, name, f, "kv_block_tokens")
                 if "kv_block_tokens" in f
@@ -274,7 +317,7 @@ def _profile_registry(path: Path) -> dict[str, Profile]:
         except KeyError as e:
             raise SpecError(f"{path.name}: profile {name} has no {e.args[0]!r}") from None
         if hp not in ("0", "1"):
-            raise SpecError(f"{path.name}: profile {name} host_penalty must be 0 or 1, got {hp!r}")
+            raise SpecError(f"{path.name}: profile {name} cpu_limited must be 0 or 1, got {hp!r}")
     return out
 
 

@@ -33,9 +33,13 @@ from collections import deque
 from dataclasses import dataclass
 
 import numpy as np
+import pandas as pd
 
+from .fullmodel import Instance, make_instance
 from .kvcache import mean_context_tokens
+from .layout import Layout, benchmark_setup, layout_of
 from .prefill import prefill_chunks
+from .setup import Setup
 from .specs import constant
 
 ROUTINGS = ("random", "balanced", "stale", "stale-herd")
@@ -85,7 +89,7 @@ class Engine:
         return base + n_prompt_tokens * self.prefill_s_per_token
 
 
-def engine_from_instance(instance, max_num_batched_tokens: int, max_num_seqs: int) -> Engine:
+def engine_from_instance(instance: Instance, max_num_batched_tokens: int, max_num_seqs: int) -> Engine:
     """The replay's view of a scalar :class:`servingmodel.fullmodel.Instance`.
 
     The KV capacity in tokens is the model's batch limit times the mean
@@ -95,7 +99,7 @@ def engine_from_instance(instance, max_num_batched_tokens: int, max_num_seqs: in
     ``max_num_batched_tokens`` the replay uses).
     """
     isl, osl = int(instance.isl), int(instance.osl)
-    overhead = instance.params.step_overhead_for(instance.model)
+    overhead = instance.setup.params.step_overhead_for(instance.setup.model)
     default_chunks = float(prefill_chunks(isl, int(constant("max_num_batched_tokens"))))
     pf = (float(instance.prefill_s) - default_chunks * overhead) / isl
     capacity = float(instance.max_batch) * float(mean_context_tokens(isl, osl))
@@ -105,7 +109,7 @@ def engine_from_instance(instance, max_num_batched_tokens: int, max_num_seqs: in
         isl,
         osl,
         pf,
-        overhead + float(instance.host_s),
+        overhead + float(instance.host_step_s),
         (0.0, *map(float, steps)),
         capacity,
         max_running,
@@ -422,42 +426,27 @@ def replay(
 
 
 def engines_for(
-    model,
-    gpu,
-    isl: int,
-    osl: int,
-    layout,
-    profile,
-    params,
-    weight_dtype: str = "bf16",
-    kv_dtype: str = "bf16",
-    max_num_batched_tokens: int | None = None,
+    setup: Setup, layout: Layout, *, isl: int, osl: int, max_num_batched_tokens: int | None = None
 ) -> list[Engine]:
     """One :class:`Engine` per instance of ``layout`` (a P/D layout: all its pods, serving aggregated)."""
-    from .fullmodel import Features, make_instance
-
     budget = int(
         constant("max_num_batched_tokens") if max_num_batched_tokens is None else max_num_batched_tokens
     )
     engines = {}
     for tp in set(layout.instance_tps()):
-        inst = make_instance(model, gpu, tp, isl, osl, profile, params, Features(), weight_dtype, kv_dtype)
+        inst = make_instance(setup, tp=tp, isl=isl, osl=osl)
         engines[tp] = engine_from_instance(inst, budget, int(constant("max_num_seqs")))
     return [engines[tp] for tp in layout.instance_tps()]
 
 
 def replay_runs(
-    model,
-    gpu,
+    setup: Setup,
+    layout: Layout,
+    *,
     isl: int,
     osl: int,
-    layout,
     concurrency: int,
-    profile,
-    params,
     seeds: int | None = None,
-    weight_dtype: str = "bf16",
-    kv_dtype: str = "bf16",
     max_num_batched_tokens: int | None = None,
     routing: str | None = None,
     refresh_s: float | None = None,
@@ -475,14 +464,12 @@ def replay_runs(
     """
     if concurrency < 1 or int(concurrency) != concurrency:
         raise ValueError(f"concurrency must be a whole number of at least 1, got {concurrency!r}")
-    engines = engines_for(
-        model, gpu, isl, osl, layout, profile, params, weight_dtype, kv_dtype, max_num_batched_tokens
-    )
+    engines = engines_for(setup, layout, isl=isl, osl=osl, max_num_batched_tokens=max_num_batched_tokens)
     prompts = int(constant("prompts_per_slot")) * int(concurrency)
     n = 1 if len(engines) == 1 else int(seeds if seeds is not None else constant("replay_seeds"))
     if n < 1:
         raise ValueError(f"seeds must be at least 1, got {seeds!r}")
-    routing = routing or profile.routing
+    routing = routing or setup.profile.routing
     if routing == "stale-herd" and len(engines) > 1:
         # where the opening burst lands decides the run; average over every instance instead of sampling it
         return [
@@ -495,39 +482,10 @@ def replay_runs(
     ]
 
 
-def replay_point(
-    model,
-    gpu,
-    isl: int,
-    osl: int,
-    layout,
-    concurrency: int,
-    profile,
-    params,
-    seeds: int | None = None,
-    weight_dtype: str = "bf16",
-    kv_dtype: str = "bf16",
-    max_num_batched_tokens: int | None = None,
-    routing: str | None = None,
-    refresh_s: float | None = None,
-) -> RunResult:
-    """:func:`replay_runs` averaged over its seeds; the per-request record is the first run's."""
-    runs = replay_runs(
-        model,
-        gpu,
-        isl,
-        osl,
-        layout,
-        concurrency,
-        profile,
-        params,
-        seeds,
-        weight_dtype,
-        kv_dtype,
-        max_num_batched_tokens,
-        routing,
-        refresh_s,
-    )
+def replay_point(setup: Setup, layout: Layout, **kw) -> RunResult:
+    """:func:`replay_runs` (same keyword arguments) averaged over its seeds; the per-request record is the
+    first run's."""
+    runs = replay_runs(setup, layout, **kw)
     first = runs[0]
     return RunResult(
         float(np.mean([r.output_tok_s for r in runs])),
@@ -552,23 +510,15 @@ def replay_measurements(
     ``routing`` overrides every point's profile routing (None keeps it);
     ``refresh_s`` goes with the stale routings.
     """
-    import pandas as pd
-
-    from .fullmodel import benchmark_profile, layout_of
-    from .specs import get_gpu, get_model
-
     rows = []
     for _, r in meas.iterrows():
         res = replay_point(
-            get_model(r["model"]),
-            get_gpu(r["gpu"]),
-            int(r["isl"]),
-            int(r["osl"]),
+            benchmark_setup(r, params),
             layout_of(r),
-            int(r["concurrency"]),
-            benchmark_profile(r),
-            params,
-            seeds,
+            isl=int(r["isl"]),
+            osl=int(r["osl"]),
+            concurrency=int(r["concurrency"]),
+            seeds=seeds,
             routing=routing,
             refresh_s=refresh_s,
         )
@@ -606,47 +556,3 @@ def with_replayed_ttft(pred, replayed):
     out = pred.copy()
     out["pred_ttft_ms"] = replayed["replay_ttft_ms"].to_numpy(float)
     return out
-
-
-def reserve_staircase(
-    model, gpu, isl: int, osl: int, layout, concurrency: int, profile, params, reserves_gib
-):
-    """Replay one point with the memory reserve set to each of ``reserves_gib`` in turn (chapter 08).
-
-    Whole requests make the replay's throughput a staircase in the reserve,
-    where the mean-field model's fractional batch is a ramp. One row per
-    reserve: ``reserve_gib``, ``whole_requests_that_fit`` (at their final
-    length), the replay's ``replay_tok_s_per_gpu``, ``preemptions`` and
-    ``peak_running`` (requests one instance held at once), and the mean-field
-    ``meanfield_tok_s_per_gpu``.
-    """
-    import dataclasses
-
-    import pandas as pd
-
-    from .fullmodel import Features, make_instance, predict_aggregated
-    from .kvcache import full_requests_that_fit
-
-    if layout.kind != "aggregated":
-        raise ValueError(f"reserve_staircase replays an aggregated layout, got {layout.kind!r}")
-    rows = []
-    for reserve in reserves_gib:
-        q = dataclasses.replace(params, memory_reserve_gib=float(reserve))
-        engine = engine_from_instance(
-            make_instance(model, gpu, layout.tp, isl, osl, profile, q, Features()),
-            int(constant("max_num_batched_tokens")),
-            int(constant("max_num_seqs")),
-        )
-        run = replay_point(model, gpu, isl, osl, layout, concurrency, profile, q)
-        mf = predict_aggregated(model, gpu, isl, osl, layout, concurrency, profile, q)
-        rows.append(
-            {
-                "reserve_gib": float(reserve),
-                "whole_requests_that_fit": int(full_requests_that_fit(engine.kv_capacity_tokens, isl, osl)),
-                "replay_tok_s_per_gpu": run.output_tok_s / layout.num_gpus,
-                "preemptions": run.preemptions,
-                "peak_running": run.peak_running,
-                "meanfield_tok_s_per_gpu": mf.tok_s_per_gpu,
-            }
-        )
-    return pd.DataFrame(rows)

@@ -17,6 +17,9 @@ C grows, so :func:`sweep` at that concurrency is a little below the long-run
 maximum throughput of an unlimited queue: :func:`long_run_ceiling` and
 :func:`long_run_ceiling_disaggregated` give that maximum, the limit of the
 sweeps' throughput as the concurrency grows without bound.
+
+Every function takes a :class:`~servingmodel.setup.Setup` first;
+:func:`setup_for` builds one from names with the calibrated parameters.
 """
 
 from __future__ import annotations
@@ -26,10 +29,13 @@ import dataclasses
 import numpy as np
 import pandas as pd
 
-from . import checks, kvcache
-from .fullmodel import Features, Layout, ModelParams, make_instance, make_instance_arrays, predict_arrays
+from . import checks, disagg, kvcache
+from .calibrate import calibrated_params
+from .fullmodel import instance_arrays, make_instance, predict_arrays
+from .layout import Layout
 from .measurements import deployment_label
-from .specs import GIB, GpuSpec, ModelSpec, Profile, check_dtype, get_gpu, get_model, get_profile
+from .setup import ALL_FEATURES, Features, ModelParams, Setup
+from .specs import GIB, GpuSpec, ModelSpec, Profile, check_tp, get_gpu, get_model, tp_problem
 
 #: Columns of every frame this module returns, in order.
 SWEEP_COLUMNS = [
@@ -62,30 +68,23 @@ SWEEP_COLUMNS = [
 DEFAULT_CONCURRENCIES = tuple(2**k for k in range(11))
 
 
-def resolve(model, gpu, profile) -> tuple[ModelSpec, GpuSpec, Profile]:
-    """Accept names (any alias the registry knows) or spec objects."""
-    m = model if isinstance(model, ModelSpec) else get_model(model)
-    g = gpu if isinstance(gpu, GpuSpec) else get_gpu(gpu)
-    p = profile if isinstance(profile, Profile) else get_profile(profile)
-    return m, g, p
+def setup_for(
+    model: str | ModelSpec,
+    gpu: str | GpuSpec,
+    profile: str | Profile,
+    params: ModelParams | None = None,
+    *,
+    weight_dtype: str = "bf16",
+    kv_dtype: str = "bf16",
+) -> Setup:
+    """A :class:`Setup` from names (any alias the registry knows) or spec objects; ``params`` defaults to
+    the calibrated parameters (``data/calibrated_parameters.csv``)."""
+    params = calibrated_params() if params is None else params
+    return Setup.of(model, gpu, profile, params, weight_dtype=weight_dtype, kv_dtype=kv_dtype)
 
 
-def _params(params: ModelParams | None) -> ModelParams:
-    if params is not None:
-        return params
-    from .calibrate import calibrated_params
-
-    return calibrated_params()
-
-
-def _check_tp(model: ModelSpec, name: str, tp: np.ndarray) -> None:
-    checks.whole(name, tp, 1)
-    bad = np.unique(tp[np.asarray(model.num_heads % tp.astype(np.int64), bool)])
-    if bad.size:
-        raise ValueError(
-            f"{name} {bad.astype(int).tolist()} must divide the {model.num_heads} attention heads "
-            f"of {model.name}"
-        )
+def _check_tp(setup: Setup, name: str, tp: np.ndarray) -> None:
+    check_tp(setup.model, tp, setup.gpu, name)
 
 
 def _check_workload(isl: np.ndarray, osl: np.ndarray) -> None:
@@ -101,42 +100,15 @@ def _check_concurrency(c: np.ndarray) -> None:
         )
 
 
-def instance_max_batch(
-    model,
-    gpu,
-    profile,
-    params: ModelParams | None = None,
-    *,
-    tp,
-    isl,
-    osl,
-    weight_dtype: str = "bf16",
-    kv_dtype: str = "bf16",
-    features: Features = Features(),
-):
+def instance_max_batch(setup: Setup, *, tp, isl, osl, features: Features = ALL_FEATURES):
     """KV-cache batch limit of one instance (requests of mean context), and whether one request fits.
 
     Returns ``(max_batch, fits)`` as arrays broadcast over the inputs.
     """
-    m, g, p = resolve(model, gpu, profile)
-    params = _params(params)
     tp, isl, osl = np.broadcast_arrays(*(np.asarray(v, float) for v in (tp, isl, osl)))
-    _check_tp(m, "tp", tp)
+    _check_tp(setup, "tp", tp)
     _check_workload(isl, osl)
-    inst = make_instance_arrays(
-        m,
-        g,
-        tp,
-        isl,
-        osl,
-        p.gpu_memory_utilization,
-        p.cpu_cores,
-        float(p.host_penalty),
-        params,
-        features,
-        check_dtype(weight_dtype),
-        check_dtype(kv_dtype),
-    )
+    inst = instance_arrays(setup, tp=tp, isl=isl, osl=osl, features=features)
     bmax = np.broadcast_to(np.asarray(inst.max_batch, float), tp.shape)
     fits = bmax * kvcache.mean_context_tokens(isl, osl) >= isl + osl
     return bmax, fits
@@ -153,18 +125,7 @@ def saturating_concurrency(max_batch, instances):
 
 
 def long_run_ceiling(
-    model,
-    gpu,
-    profile,
-    params: ModelParams | None = None,
-    *,
-    tp,
-    replicas=1,
-    isl,
-    osl,
-    weight_dtype: str = "bf16",
-    kv_dtype: str = "bf16",
-    features: Features = Features(),
+    setup: Setup, *, tp, replicas=1, isl, osl, features: Features = ALL_FEATURES
 ) -> np.ndarray:
     """Output tok/s of aggregated serving with an unlimited queue, in the long run: its maximum throughput.
 
@@ -177,31 +138,14 @@ def long_run_ceiling(
     limit. Inputs broadcast and flatten as in :func:`sweep`; NaN where an
     instance cannot hold one request.
     """
-    m, g, p = resolve(model, gpu, profile)
-    params = _params(params)
-    check_dtype(weight_dtype)
-    check_dtype(kv_dtype)
     tp, reps, isl, osl = (
         np.array(a.ravel())
         for a in np.broadcast_arrays(*(np.asarray(v, float) for v in (tp, replicas, isl, osl)))
     )
-    _check_tp(m, "tp", tp)
+    _check_tp(setup, "tp", tp)
     checks.whole("replicas", reps, 1)
     _check_workload(isl, osl)
-    inst = make_instance_arrays(
-        m,
-        g,
-        tp,
-        isl,
-        osl,
-        p.gpu_memory_utilization,
-        p.cpu_cores,
-        float(p.host_penalty),
-        params,
-        features,
-        weight_dtype,
-        kv_dtype,
-    )
+    inst = instance_arrays(setup, tp=tp, isl=isl, osl=osl, features=features)
     bmax = np.broadcast_to(np.asarray(inst.max_batch, float), tp.shape)
     if np.any(np.isinf(bmax)):
         raise ValueError("the maximum throughput needs a finite KV batch limit (features.kv_limit on)")
@@ -213,10 +157,7 @@ def long_run_ceiling(
 
 
 def long_run_ceiling_disaggregated(
-    model,
-    gpu,
-    profile,
-    params: ModelParams | None = None,
+    setup: Setup,
     *,
     p_tp,
     p_replicas,
@@ -224,9 +165,7 @@ def long_run_ceiling_disaggregated(
     d_replicas,
     isl,
     osl,
-    weight_dtype: str = "bf16",
-    kv_dtype: str = "bf16",
-    features: Features = Features(),
+    features: Features = ALL_FEATURES,
     transfer_bytes_s: float | None = None,
 ) -> np.ndarray:
     """Output tok/s of true P/D disaggregation with an unlimited queue, in the long run: its maximum throughput.
@@ -238,20 +177,13 @@ def long_run_ceiling_disaggregated(
     batch limit), with no first wave or tail. Same inputs and KV link as
     :func:`sweep_disaggregated` (point by point); NaN where it does not fit.
     """
-    from . import disagg
-
-    m, g, p = resolve(model, gpu, profile)
-    params = _params(params)
-    check_dtype(weight_dtype)
-    check_dtype(kv_dtype)
-    ptp, prep, dtp, drep, _, isl, osl = _pd_inputs(m, p_tp, p_replicas, d_tp, d_replicas, 1.0, isl, osl)
+    ptp, prep, dtp, drep, _, isl, osl = _pd_inputs(setup, p_tp, p_replicas, d_tp, d_replicas, 1.0, isl, osl)
     bw = disagg.transfer_bandwidth_bytes_s("rdma") if transfer_bytes_s is None else float(transfer_bytes_s)
     out = np.full(ptp.size, np.nan)
     for i in range(ptp.size):
         s, o = int(isl[i]), int(osl[i])
         p_inst, d_inst = (
-            make_instance(m, g, int(t), s, o, p, params, features, weight_dtype, kv_dtype)
-            for t in (ptp[i], dtp[i])
+            make_instance(setup, tp=int(t), isl=s, osl=o, features=features) for t in (ptp[i], dtp[i])
         )
         ctx = float(kvcache.mean_context_tokens(s, o))
         d_bmax = float(d_inst.max_batch)
@@ -260,7 +192,7 @@ def long_run_ceiling_disaggregated(
         # as in sweep_disaggregated: a prefill instance holds one prompt, a decode instance one whole request
         if float(p_inst.max_batch) * ctx < s or d_bmax * ctx < s + o:
             continue
-        t_x = float(disagg.kv_transfer_time_s(m, s, bw, kv_dtype))
+        t_x = float(disagg.kv_transfer_time_s(setup.model, s, bw, kv_dtype=setup.kv_dtype))
         caps = disagg.pool_capacities(
             float(p_inst.prefill_s),
             int(prep[i]),
@@ -275,32 +207,19 @@ def long_run_ceiling_disaggregated(
     return out
 
 
-def insufficient_memory_reason(
-    model,
-    gpu,
-    profile,
-    params: ModelParams | None = None,
-    *,
-    tp,
-    isl,
-    osl,
-    weight_dtype: str = "bf16",
-    kv_dtype: str = "bf16",
-) -> str | None:
+def insufficient_memory_reason(setup: Setup, *, tp, isl, osl) -> str | None:
     """Why one instance at ``tp`` cannot hold one request (None when it can), from :mod:`kvcache`."""
-    m, g, p = resolve(model, gpu, profile)
-    params = _params(params)
     try:
         kvcache.check_deployment_fits(
-            g,
-            m,
+            setup.model,
+            setup.gpu,
             int(tp),
             int(isl),
             int(osl),
-            p.gpu_memory_utilization,
-            params.memory_reserve_gib * GIB,
-            weight_dtype,
-            kv_dtype,
+            gpu_memory_utilization=setup.profile.gpu_memory_utilization,
+            memory_reserve_bytes=setup.params.memory_reserve_gib * GIB,
+            weight_dtype=setup.weight_dtype,
+            kv_dtype=setup.kv_dtype,
         )
     except kvcache.InsufficientMemoryError as e:
         return str(e)
@@ -308,87 +227,41 @@ def insufficient_memory_reason(
 
 
 def sweep(
-    model,
-    gpu,
-    profile,
-    params: ModelParams | None = None,
-    *,
-    tp,
-    replicas=1,
-    concurrency=None,
-    isl,
-    osl,
-    weight_dtype: str = "bf16",
-    kv_dtype: str = "bf16",
-    features: Features = Features(),
+    setup: Setup, *, tp, replicas=1, concurrency=None, isl, osl, features: Features = ALL_FEATURES
 ) -> pd.DataFrame:
     """Predict many aggregated scenarios at once (numpy arrays, broadcast together).
 
     ``tp``, ``replicas``, ``concurrency``, ``isl`` and ``osl`` are scalars or
     arrays that broadcast to one shape; the result has one row per scenario
     (flattened in C order). ``concurrency`` None or NaN means the
-    maximum-throughput regime (see the module docstring). ``model``, ``gpu``
-    and ``profile`` are names or spec objects; ``params`` defaults to the
-    calibrated parameters. Routing follows the profile: balanced profiles are
-    computed in one vectorised pass; random routing is exact too
-    (:func:`fullmodel.predict_arrays` solves its closed network), but point
-    by point and so slower. A scenario whose instance cannot hold one request
-    keeps its row with ``fits`` False and NaN predictions.
+    maximum-throughput regime (see the module docstring). Routing follows the
+    setup's profile: balanced profiles are computed in one vectorised pass;
+    random routing is exact too (:func:`fullmodel.predict_arrays` solves its
+    closed network), but point by point and so slower. A scenario whose
+    instance cannot hold one request keeps its row with ``fits`` False and
+    NaN predictions.
     """
-    m, g, p = resolve(model, gpu, profile)
-    params = _params(params)
-    check_dtype(weight_dtype)
-    check_dtype(kv_dtype)
     c_in = np.nan if concurrency is None else concurrency
     tp, reps, c, isl, osl = (
         a.ravel()
         for a in np.broadcast_arrays(*(np.asarray(v, float) for v in (tp, replicas, c_in, isl, osl)))
     )
     tp, reps, c, isl, osl = (np.array(a) for a in (tp, reps, c, isl, osl))  # writable copies
-    _check_tp(m, "tp", tp)
+    _check_tp(setup, "tp", tp)
     checks.whole("replicas", reps, 1)
     _check_workload(isl, osl)
     _check_concurrency(c)
     unset = np.isnan(c)
     if unset.any():
         bmax, fits = instance_max_batch(
-            m,
-            g,
-            p,
-            params,
-            tp=tp[unset],
-            isl=isl[unset],
-            osl=osl[unset],
-            weight_dtype=weight_dtype,
-            kv_dtype=kv_dtype,
-            features=features,
+            setup, tp=tp[unset], isl=isl[unset], osl=osl[unset], features=features
         )
         c[unset] = np.where(fits, saturating_concurrency(bmax, reps[unset]), 1.0)
-    out = predict_arrays(
-        m,
-        g,
-        params,
-        features,
-        concurrency=c,
-        isl=isl,
-        osl=osl,
-        tp_a=tp,
-        count_a=reps,
-        gpu_memory_utilization=p.gpu_memory_utilization,
-        cpu_cores=p.cpu_cores,
-        host_penalty=float(p.host_penalty),
-        random_routing=float(p.routing == "random"),
-        weight_dtype=weight_dtype,
-        kv_dtype=kv_dtype,
-    )
+    out = predict_arrays(setup, features=features, concurrency=c, isl=isl, osl=osl, tp_a=tp, count_a=reps)
     fits = np.asarray(out["fits"], bool)
     nan = np.full(tp.size, np.nan)
     return _sweep_frame(
-        m,
-        g,
-        p,
-        weight_dtype,
-        kv_dtype,
+        setup,
         "aggregated",
         (tp, reps, nan, nan, nan, nan),
         isl,
@@ -403,12 +276,12 @@ def sweep(
 
 
 def _sweep_frame(
-    m, g, p, weight_dtype, kv_dtype, kind, layout, isl, osl, c, total, ttft_ms, tpot_ms, max_batch, fits
+    setup: Setup, kind, layout, isl, osl, c, total, ttft_ms, tpot_ms, max_batch, fits
 ) -> pd.DataFrame:
     """The result frame of every sweep (:data:`SWEEP_COLUMNS`); ``layout`` = (tp, replicas, p_tp, p_replicas,
     d_tp, d_replicas) arrays, NaN where a field does not apply to ``kind``."""
     names = ("tp", "replicas", "p_tp", "p_replicas", "d_tp", "d_replicas")
-    fields = dict(zip(names, (np.asarray(a, float) for a in layout)))
+    fields = dict(zip(names, (np.asarray(a, float) for a in layout), strict=True))
     own = names[:2] if kind == "aggregated" else names[2:]  # whole numbers; the others stay NaN
     n = c.size
     gpus = np.nan_to_num(fields["tp"] * fields["replicas"]) + np.nan_to_num(
@@ -417,13 +290,13 @@ def _sweep_frame(
     total = np.asarray(total, float)
     return pd.DataFrame(
         {
-            "model": [m.name] * n,
-            "gpu": [g.name] * n,
-            "profile": [p.name] * n,
-            "weight_dtype": [weight_dtype] * n,
-            "kv_dtype": [kv_dtype] * n,
+            "model": [setup.model.name] * n,
+            "gpu": [setup.gpu.name] * n,
+            "profile": [setup.profile.name] * n,
+            "weight_dtype": [setup.weight_dtype] * n,
+            "kv_dtype": [setup.kv_dtype] * n,
             "kind": [kind] * n,
-            "deployment": [deployment_label(kind, *row) for row in zip(*fields.values())],
+            "deployment": [deployment_label(kind, *row) for row in zip(*fields.values(), strict=True)],
             **{k: (v.astype(int) if k in own else v) for k, v in fields.items()},
             "num_gpus": gpus.astype(int),
             "isl": isl.astype(int),
@@ -442,10 +315,7 @@ def _sweep_frame(
 
 
 def sweep_disaggregated(
-    model,
-    gpu,
-    profile,
-    params: ModelParams | None = None,
+    setup: Setup,
     *,
     p_tp,
     p_replicas,
@@ -454,9 +324,7 @@ def sweep_disaggregated(
     concurrency=None,
     isl,
     osl,
-    weight_dtype: str = "bf16",
-    kv_dtype: str = "bf16",
-    features: Features = Features(),
+    features: Features = ALL_FEATURES,
     transfer_bytes_s: float | None = None,
 ) -> pd.DataFrame:
     """Predict true prefill/decode-disaggregated scenarios (:func:`disagg.predict_disaggregated`, point by point).
@@ -466,41 +334,13 @@ def sweep_disaggregated(
     fits only if a decode instance holds one whole request and a prefill
     instance holds one prompt.
     """
-    from . import disagg  # imported here: aggregated sweeps do not need it
-
-    m, g, p = resolve(model, gpu, profile)
-    params = _params(params)
-    check_dtype(weight_dtype)
-    check_dtype(kv_dtype)
     ptp, prep, dtp, drep, c, isl, osl = _pd_inputs(
-        m, p_tp, p_replicas, d_tp, d_replicas, concurrency, isl, osl
+        setup, p_tp, p_replicas, d_tp, d_replicas, concurrency, isl, osl
     )
     # a prefill instance must hold one prompt (isl tokens), a decode instance one whole request
-    p_bmax, _ = instance_max_batch(
-        m,
-        g,
-        p,
-        params,
-        tp=ptp,
-        isl=isl,
-        osl=osl,
-        features=features,
-        weight_dtype=weight_dtype,
-        kv_dtype=kv_dtype,
-    )
+    p_bmax, _ = instance_max_batch(setup, tp=ptp, isl=isl, osl=osl, features=features)
     p_fits = p_bmax * kvcache.mean_context_tokens(isl, osl) >= isl
-    d_bmax, d_fits = instance_max_batch(
-        m,
-        g,
-        p,
-        params,
-        tp=dtp,
-        isl=isl,
-        osl=osl,
-        features=features,
-        weight_dtype=weight_dtype,
-        kv_dtype=kv_dtype,
-    )
+    d_bmax, d_fits = instance_max_batch(setup, tp=dtp, isl=isl, osl=osl, features=features)
     unset = np.isnan(c)
     c[unset] = np.where(d_fits[unset], saturating_concurrency(d_bmax[unset], drep[unset]), 1.0)
     n = ptp.size
@@ -516,17 +356,12 @@ def sweep_disaggregated(
         )
         try:
             pr = disagg.predict_disaggregated(
-                m,
-                g,
-                int(isl[i]),
-                int(osl[i]),
+                setup,
                 layout,
-                float(c[i]),
-                p,
-                params,
-                features,
-                weight_dtype,
-                kv_dtype,
+                isl=int(isl[i]),
+                osl=int(osl[i]),
+                concurrency=float(c[i]),
+                features=features,
                 transfer_bytes_s=transfer_bytes_s,
             )
         except kvcache.InsufficientMemoryError:
@@ -535,11 +370,7 @@ def sweep_disaggregated(
         res[i] = (pr.output_tok_s, pr.ttft_s * 1e3, pr.tpot_s * 1e3, pr.max_batch, 0.0)
     nan = np.full(n, np.nan)
     return _sweep_frame(
-        m,
-        g,
-        p,
-        weight_dtype,
-        kv_dtype,
+        setup,
         "disaggregated",
         (nan, nan, ptp, prep, dtp, drep),
         isl,
@@ -553,7 +384,7 @@ def sweep_disaggregated(
     )
 
 
-def _pd_inputs(m, p_tp, p_replicas, d_tp, d_replicas, concurrency, isl, osl):
+def _pd_inputs(setup: Setup, p_tp, p_replicas, d_tp, d_replicas, concurrency, isl, osl):
     """Broadcast and check the layout and workload arrays of a P/D sweep."""
     c_in = np.nan if concurrency is None else concurrency
     ptp, prep, dtp, drep, c, isl, osl = (
@@ -562,8 +393,8 @@ def _pd_inputs(m, p_tp, p_replicas, d_tp, d_replicas, concurrency, isl, osl):
             *(np.asarray(v, float) for v in (p_tp, p_replicas, d_tp, d_replicas, c_in, isl, osl))
         )
     )
-    _check_tp(m, "p_tp", ptp)
-    _check_tp(m, "d_tp", dtp)
+    _check_tp(setup, "p_tp", ptp)
+    _check_tp(setup, "d_tp", dtp)
     checks.whole("p_replicas", prep, 1)
     checks.whole("d_replicas", drep, 1)
     _check_workload(isl, osl)
@@ -572,10 +403,7 @@ def _pd_inputs(m, p_tp, p_replicas, d_tp, d_replicas, concurrency, isl, osl):
 
 
 def sweep_served_aggregated(
-    model,
-    gpu,
-    profile,
-    params: ModelParams | None = None,
+    setup: Setup,
     *,
     p_tp,
     p_replicas,
@@ -584,9 +412,7 @@ def sweep_served_aggregated(
     concurrency,
     isl,
     osl,
-    weight_dtype: str = "bf16",
-    kv_dtype: str = "bf16",
-    features: Features = Features(),
+    features: Features = ALL_FEATURES,
 ) -> pd.DataFrame:
     """The P/D layouts of :func:`sweep_disaggregated` with every pod serving whole requests (vectorised).
 
@@ -597,18 +423,12 @@ def sweep_served_aggregated(
     """
     if concurrency is None or np.any(np.isnan(np.asarray(concurrency, float))):
         raise ValueError("concurrency is required for a P/D layout served aggregated")
-    m, g, p = resolve(model, gpu, profile)
-    params = _params(params)
-    check_dtype(weight_dtype)
-    check_dtype(kv_dtype)
     ptp, prep, dtp, drep, c, isl, osl = _pd_inputs(
-        m, p_tp, p_replicas, d_tp, d_replicas, concurrency, isl, osl
+        setup, p_tp, p_replicas, d_tp, d_replicas, concurrency, isl, osl
     )
     out = predict_arrays(
-        m,
-        g,
-        params,
-        features,
+        setup,
+        features=features,
         concurrency=c,
         isl=isl,
         osl=osl,
@@ -616,21 +436,11 @@ def sweep_served_aggregated(
         count_a=prep,
         tp_b=dtp,
         count_b=drep,
-        gpu_memory_utilization=p.gpu_memory_utilization,
-        cpu_cores=p.cpu_cores,
-        host_penalty=float(p.host_penalty),
-        random_routing=float(p.routing == "random"),
-        weight_dtype=weight_dtype,
-        kv_dtype=kv_dtype,
     )
     fits = np.asarray(out["fits"], bool)
     nan = np.full(c.size, np.nan)
     return _sweep_frame(
-        m,
-        g,
-        p,
-        weight_dtype,
-        kv_dtype,
+        setup,
         "disaggregated",
         (nan, nan, ptp, prep, dtp, drep),
         isl,
@@ -645,15 +455,7 @@ def sweep_served_aggregated(
 
 
 def pool_ceilings(
-    model,
-    gpu,
-    profile,
-    params: ModelParams | None = None,
-    *,
-    layouts,
-    isl: int,
-    osl: int,
-    features: Features = Features(),
+    setup: Setup, *, layouts, isl: int, osl: int, features: Features = ALL_FEATURES
 ) -> pd.DataFrame:
     """Throughput per GPU that each pool of a true P/D layout could sustain on its own.
 
@@ -663,15 +465,11 @@ def pool_ceilings(
     ``decode_ceiling_tok_s_per_gpu`` (the decode pool at its KV batch limit);
     true P/D can never beat the smaller of the two.
     """
-    from . import disagg
-
-    m, g, p = resolve(model, gpu, profile)
-    params = _params(params)
     rows = []
     for ptp, prep, dtp, drep in layouts:
-        _pd_inputs(m, ptp, prep, dtp, drep, 1, isl, osl)
+        _pd_inputs(setup, ptp, prep, dtp, drep, 1, isl, osl)
         gpus = ptp * prep + dtp * drep
-        p_inst, d_inst = (make_instance(m, g, n, isl, osl, p, params, features) for n in (ptp, dtp))
+        p_inst, d_inst = (make_instance(setup, tp=n, isl=isl, osl=osl, features=features) for n in (ptp, dtp))
         rows.append(
             {
                 "deployment": deployment_label("disaggregated", None, None, ptp, prep, dtp, drep),
@@ -707,13 +505,12 @@ def pareto_frontier(df: pd.DataFrame, x: str = "tok_s_per_user", y: str = "tok_s
     return df.iloc[np.sort(ok[keep])].sort_values([x, y], ascending=[True, False], kind="stable")
 
 
-def node_tps(model, gpu) -> tuple[int, ...]:
-    """Tensor-parallel sizes that fit inside one node of ``gpu`` and split the attention heads of ``model`` evenly."""
-    m, g = (
-        (get_model(model) if isinstance(model, str) else model),
-        (get_gpu(gpu) if isinstance(gpu, str) else gpu),
-    )
-    return tuple(t for t in range(1, g.gpus_per_node + 1) if m.num_heads % t == 0)
+def node_tps(model: ModelSpec, gpu: GpuSpec) -> tuple[int, ...]:
+    """Tensor-parallel sizes that fit inside one node of ``gpu`` and split the attention heads of ``model``
+    evenly (:func:`servingmodel.specs.tp_problem`)."""
+    m = get_model(model) if isinstance(model, str) else model
+    g = get_gpu(gpu) if isinstance(gpu, str) else gpu
+    return tuple(t for t in range(1, g.gpus_per_node + 1) if tp_problem(m, t, g) is None)
 
 
 def layouts_for(num_gpus: int, tps, *, disaggregated: bool = True) -> list[Layout]:
@@ -738,10 +535,7 @@ def layouts_for(num_gpus: int, tps, *, disaggregated: bool = True) -> list[Layou
 
 
 def candidates(
-    model,
-    gpu,
-    profile,
-    params: ModelParams | None = None,
+    setup: Setup,
     *,
     num_gpus: int = 16,
     isl,
@@ -749,23 +543,15 @@ def candidates(
     concurrencies=DEFAULT_CONCURRENCIES,
     tps=None,
     disaggregated: bool = True,
-    weight_dtype: str = "bf16",
-    kv_dtype: str = "bf16",
-    features: Features = Features(),
+    features: Features = ALL_FEATURES,
     transfer_bytes_s: float | None = None,
 ) -> pd.DataFrame:
     """Every layout of :func:`layouts_for` at every concurrency (columns of :func:`sweep`).
 
-    ``tps`` defaults to :func:`node_tps`; a TP that does not divide the model's attention heads is refused.
+    ``tps`` defaults to :func:`node_tps`; a TP that cannot form a group of the model on the GPU is refused.
     """
-    m, g, p = resolve(model, gpu, profile)
-    params = _params(params)
-    tps = node_tps(m, g) if tps is None else tuple(tps)
-    bad = [t for t in tps if m.num_heads % t]
-    if bad:
-        raise ValueError(
-            f"tensor-parallel sizes {bad} do not divide the {m.num_heads} attention heads of {m.name}"
-        )
+    tps = node_tps(setup.model, setup.gpu) if tps is None else tuple(tps)
+    _check_tp(setup, "tensor-parallel size", np.asarray(tps, float))
     cs = np.asarray(concurrencies, float)
     lays = layouts_for(num_gpus, tps, disaggregated=disaggregated)
     agg = [lay for lay in lays if lay.kind == "aggregated"]
@@ -776,17 +562,12 @@ def candidates(
         reps = np.repeat([lay.replicas for lay in agg], cs.size)
         frames.append(
             sweep(
-                m,
-                g,
-                p,
-                params,
+                setup,
                 tp=tp,
                 replicas=reps,
                 concurrency=np.tile(cs, len(agg)),
                 isl=isl,
                 osl=osl,
-                weight_dtype=weight_dtype,
-                kv_dtype=kv_dtype,
                 features=features,
             )
         )
@@ -797,16 +578,11 @@ def candidates(
         }
         frames.append(
             sweep_disaggregated(
-                m,
-                g,
-                p,
-                params,
+                setup,
                 **col,
                 concurrency=np.tile(cs, len(pd_)),
                 isl=isl,
                 osl=osl,
-                weight_dtype=weight_dtype,
-                kv_dtype=kv_dtype,
                 features=features,
                 transfer_bytes_s=transfer_bytes_s,
             )
@@ -840,10 +616,7 @@ def meets_objective(
 
 
 def best_configuration(
-    model,
-    gpu,
-    profile,
-    params: ModelParams | None = None,
+    setup: Setup,
     *,
     num_gpus: int = 16,
     isl,
@@ -854,9 +627,7 @@ def best_configuration(
     concurrencies=DEFAULT_CONCURRENCIES,
     tps=None,
     disaggregated: bool = True,
-    weight_dtype: str = "bf16",
-    kv_dtype: str = "bf16",
-    features: Features = Features(),
+    features: Features = ALL_FEATURES,
     transfer_bytes_s: float | None = None,
     candidates_df: pd.DataFrame | None = None,
 ) -> pd.DataFrame:
@@ -876,18 +647,13 @@ def best_configuration(
         candidates_df
         if candidates_df is not None
         else candidates(
-            model,
-            gpu,
-            profile,
-            params,
+            setup,
             num_gpus=num_gpus,
             isl=isl,
             osl=osl,
             concurrencies=concurrencies,
             tps=tps,
             disaggregated=disaggregated,
-            weight_dtype=weight_dtype,
-            kv_dtype=kv_dtype,
             features=features,
             transfer_bytes_s=transfer_bytes_s,
         )
