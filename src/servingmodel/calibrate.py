@@ -222,51 +222,6 @@ def fit(
     )
 
 
-# Transitional: chapter 07's second optimiser, kept for one commit so that the restructuring commit
-# changes no output; the next commit folds it into fit() and removes it.
-def fit_reading(
-    meas,
-    predictor=None,
-    names=("bandwidth_efficiency", "compute_efficiency", "allreduce_latency_s", "memory_reserve_gib"),
-    start: ModelParams | None = None,
-    features: Features = ALL_FEATURES,
-    latency_weight: float = 1.0,
-) -> ModelParams:
-    """Best parameters for one reading of the data (``predictor``), the others held at ``start``.
-
-    Least squares on log errors of output throughput, of the measured TPOT
-    (weighted by ``latency_weight``) and of the TTFTs measured at concurrency 1
-    (see :func:`servingmodel.calibrate.residuals`), each parameter within its
-    plausible range from ``data/parameters.csv``. Deterministic.
-    Used in chapter 07 to give both readings of the dashed curves their best fit.
-    """
-    names = tuple(names)
-    unknown = [n for n in names if n not in FITTED_PARAMETERS]
-    if not names or unknown:
-        raise ValueError(f"names must be a non-empty subset of {FITTED_PARAMETERS}, got {names!r}")
-    if len(meas) == 0:
-        raise ValueError("no measurements to fit")
-    start = start or ModelParams.nominal()
-    facts = parameter_facts()
-    lo = np.array([facts[n].low for n in names], float)
-    hi = np.array([facts[n].high for n in names], float)
-    scale = hi - lo
-
-    def params_at(z):
-        return dataclasses.replace(
-            start, **{n: float(v) for n, v in zip(names, lo + np.asarray(z) * scale, strict=True)}
-        )
-
-    def fun(z):
-        return residuals(
-            predict_measurements(meas, params_at(z), features, predictor=predictor), meas, latency_weight
-        )
-
-    z0 = np.clip((np.array([getattr(start, n) for n in names], float) - lo) / scale, 0.02, 0.98)
-    sol = least_squares(fun, z0, bounds=(0.0, 1.0), diff_step=1e-3, xtol=1e-8, ftol=1e-8, method="trf")
-    return params_at(sol.x)
-
-
 def _check_names(names) -> tuple[str, ...]:
     names = tuple(names)
     unknown = [n for n in names if n not in FITTED_PARAMETERS]
