@@ -89,8 +89,11 @@ lint: $(STAMP)
 format: $(STAMP)
 	$(BIN)/ruff format .
 	$(BIN)/ruff check --fix .
+	$(BIN)/python tools/normalize_notebooks.py
+	$(BIN)/python tools/twins.py
 
 execute: $(STAMP)
+	$(BIN)/ruff format --quiet $(NB)
 	$(BIN)/python tools/execute_notebooks.py $(NB)
 	$(BIN)/python tools/normalize_notebooks.py $(NB)
 	$(BIN)/python tools/twins.py $(NB)

@@ -25,7 +25,9 @@ def _setup(meas: pd.DataFrame, params: ModelParams, profile: str = STANDALONE) -
 
 
 def benchmark_tps(meas: pd.DataFrame) -> list[int]:
-    """The TP sizes of the measured aggregated deployments, in increasing order (the defaults of this module)."""
+    """The TP sizes of the measured aggregated deployments, in increasing order (the defaults of this
+    module).
+    """
     tps = sorted(int(t) for t in meas.loc[meas["kind"] == "aggregated", "tp"].unique())
     if not tps:
         raise ValueError("no aggregated deployment among the measurements")
@@ -35,7 +37,8 @@ def benchmark_tps(meas: pd.DataFrame) -> list[int]:
 def ceilings(
     meas: pd.DataFrame, params: ModelParams, tps=None, concurrency_per_instance: int | None = None
 ) -> pd.DataFrame:
-    """Per-GPU ceiling of one standalone instance per TP: measured, modelled, and modelled without the host penalty.
+    """Per-GPU ceiling of one standalone instance per TP: measured, modelled, and modelled without the host
+    penalty.
 
     The measured ceiling is the largest per-GPU throughput of the family; the
     modelled ones are one instance at ``concurrency_per_instance`` requests,
@@ -64,7 +67,9 @@ def ceilings(
 
 
 def equal_load(meas: pd.DataFrame, pred: pd.DataFrame, requests_per_gpu: float = 8.0) -> pd.DataFrame:
-    """Measured and predicted per-GPU throughput of every deployment run at ``requests_per_gpu`` requests per GPU."""
+    """Measured and predicted per-GPU throughput of every deployment run at ``requests_per_gpu`` requests per
+    GPU.
+    """
     m = (meas["concurrency"] / meas["num_gpus"] == requests_per_gpu) & (meas["kind"] == "aggregated")
     out = meas.loc[m, ["deployment", "family", "concurrency", "tok_s_per_gpu"]].copy()
     out["predicted"] = pred.loc[m, "pred_tok_s_per_gpu"]

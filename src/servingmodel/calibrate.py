@@ -113,7 +113,9 @@ def log_residuals(
 
 
 def sourced_priors(names: tuple[str, ...] = FITTED_PARAMETERS) -> dict:
-    """Name -> (mean, standard deviation) of every parameter of ``names`` with a prior in ``data/parameters.csv``."""
+    """Name -> (mean, standard deviation) of every parameter of ``names`` with a prior in
+    ``data/parameters.csv``.
+    """
     facts = parameter_facts()
     return {n: (facts[n].nominal, facts[n].prior_sd) for n in names if facts[n].prior_sd is not None}
 
@@ -375,7 +377,7 @@ def calibrated_params(path=None) -> ModelParams:
             )
     facts = parameter_facts()
     values = {}
-    for i, (name, text) in enumerate(zip(table["parameter"], table["fitted"])):
+    for i, (name, text) in enumerate(zip(table["parameter"], table["fitted"], strict=True)):
         row = i + 2
         if name in values:
             raise SpecError(f"{path}, row {row}: parameter {name!r} given twice")

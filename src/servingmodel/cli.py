@@ -161,7 +161,9 @@ def _where(name: str, row: int, column: str) -> str:
 
 
 def _parse_number(text: str, *, whole: bool, minimum: float):
-    """Parse a cell exactly (decimal, so no digit is rounded away); return (value, None) or (None, problem)."""
+    """Parse a cell exactly (decimal, so no digit is rounded away); return (value, None) or (None,
+    problem).
+    """
     try:
         d = Decimal(text)
     except InvalidOperation:
@@ -183,7 +185,8 @@ def _parse_number(text: str, *, whole: bool, minimum: float):
 
 
 def _read_input(path: str, name: str | None = None) -> tuple[pd.DataFrame, list[int]]:
-    """Read the input CSV, every cell as text; return the frame and the line number of its header and of each row.
+    """Read the input CSV, every cell as text; return the frame and the line number of its header and of each
+    row.
 
     Blank lines are skipped but counted, so the numbers are the file's line
     numbers (a row's first line). A row with more or fewer fields than the
@@ -219,7 +222,7 @@ def _read_input(path: str, name: str | None = None) -> tuple[pd.DataFrame, list[
     header = records[0]
     ragged = [
         f"{name}, row {line}: {len(rec)} fields, but the header (row {lines[0]}) has {len(header)}"
-        for rec, line in zip(records[1:], lines[1:])
+        for rec, line in zip(records[1:], lines[1:], strict=True)
         if len(rec) != len(header)
     ]
     if ragged:
@@ -234,8 +237,8 @@ def _column_positions(df: pd.DataFrame, name: str, head: int, reserved: tuple[st
         seen.setdefault(str(c).strip().lower(), []).append(k)
     dup = [
         f"{name}, row {head}: column name {key!r} appears {len(ks)} times (columns "
-        f"{', '.join(str(k + 1) for k in ks)}: {', '.join(repr(str(df.columns[k])) for k in ks)}); names match "
-        f"case-insensitively, without surrounding spaces, and each may appear only once"
+        f"{', '.join(str(k + 1) for k in ks)}: {', '.join(repr(str(df.columns[k])) for k in ks)}); "
+        "names match case-insensitively, without surrounding spaces, and each may appear only once"
         for key, ks in seen.items()
         if len(ks) > 1
     ]
@@ -260,7 +263,9 @@ def _column_positions(df: pd.DataFrame, name: str, head: int, reserved: tuple[st
 
 
 def _parse_names(cells: dict, rec: dict, unknown: dict) -> list[tuple[str, str]]:
-    """Model, GPU, profile, dtypes and kind of one row into ``rec``; unknown names are collected in ``unknown``."""
+    """Model, GPU, profile, dtypes and kind of one row into ``rec``; unknown names are collected in
+    ``unknown``.
+    """
     bad = []
     for c, getter in (("model", get_model), ("gpu", get_gpu), ("profile", get_profile)):
         text = cells.get(c, "") or (DEFAULT_PROFILE if c == "profile" else "")
@@ -284,7 +289,9 @@ def _parse_names(cells: dict, rec: dict, unknown: dict) -> list[tuple[str, str]]
 
 
 def _parse_counts(cells: dict, rec: dict) -> list[tuple[str, str]]:
-    """isl, osl and the layout columns of one row into ``rec`` (the columns its kind ignores are still checked)."""
+    """isl, osl and the layout columns of one row into ``rec`` (the columns its kind ignores are still
+    checked).
+    """
     bad = []
     kind = rec["kind"]
     layout_cols = PD_COLUMNS if kind == "disaggregated" else ("tp", "replicas")
@@ -313,7 +320,9 @@ def _parse_counts(cells: dict, rec: dict) -> list[tuple[str, str]]:
 
 
 def _parse_concurrency(cells: dict, rec: dict) -> list[tuple[str, str]]:
-    """The concurrency of one row into ``rec`` (None: the maximum-throughput regime, which must stay exact)."""
+    """The concurrency of one row into ``rec`` (None: the maximum-throughput regime, which must stay
+    exact).
+    """
     text = cells.get("concurrency", "")
     rec["concurrency"] = None
     if text:
@@ -381,7 +390,8 @@ def context_reason(rec: dict) -> str | None:
 
 
 def _with_long_run_ceiling(df: pd.DataFrame, unset: np.ndarray, ceiling: np.ndarray) -> pd.DataFrame:
-    """``df`` (a sweep) with the throughput of the rows ``unset`` (empty concurrency) replaced by the long-run maximum.
+    """``df`` (a sweep) with the throughput of the rows ``unset`` (empty concurrency) replaced by the long-run
+    maximum.
 
     Per-user throughput stays total / concurrency, with the concurrency the
     sweep used (the smallest that fills every KV batch).
@@ -400,7 +410,8 @@ def _setup(rec: dict, params) -> Setup:
 
 
 def predict_rows(records: list[dict], params) -> pd.DataFrame:
-    """Predictions for parsed rows (same order); aggregated rows are vectorised per (model, GPU, profile, dtypes).
+    """Predictions for parsed rows (same order); aggregated rows are vectorised per (model, GPU, profile,
+    dtypes).
 
     A row whose requests exceed the model's context window gets no prediction
     and the reason in ``status``. A row with an empty concurrency gets the
@@ -501,7 +512,9 @@ def _store(res, status, idx, df, records, params) -> None:
 
 
 def _write(df: pd.DataFrame, path: str, float_format: str | None = "%.6g") -> None:
-    """Write ``df`` as CSV (predictions to 6 significant digits; ``float_format`` None keeps full precision)."""
+    """Write ``df`` as CSV (predictions to 6 significant digits; ``float_format`` None keeps full
+    precision).
+    """
     if path == "-":
         df.to_csv(sys.stdout, index=False, float_format=float_format)
     else:

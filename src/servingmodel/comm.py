@@ -23,7 +23,9 @@ ACTIVATION_BYTES = dtype_bytes("bf16")  # activations are all-reduced in bf16
 
 
 def latency_rounds(tp):
-    """Latency units an all-reduce pays: log2(N), the rounds of a tree all-reduce (1 at TP2, 3 at TP8, 0 at TP1)."""
+    """Latency units an all-reduce pays: log2(N), the rounds of a tree all-reduce (1 at TP2, 3 at TP8, 0 at
+    TP1).
+    """
     n = np.asarray(tp, float)
     if np.any(n < 1):
         raise ValueError(f"tp must be at least 1, got {tp!r}")
@@ -102,7 +104,9 @@ def allreduce_message_bytes(model: ModelSpec, tokens):
 def allreduce_time_terms_s(
     gpu: GpuSpec, tp, message_bytes, *, latency_s: float, link_efficiency: float
 ) -> dict:
-    """The two parts of :func:`allreduce_time_s`: the latency of its log2(N) rounds and the ring's ``bandwidth_s``."""
+    """The two parts of :func:`allreduce_time_s`: the latency of its log2(N) rounds and the ring's
+    ``bandwidth_s``.
+    """
     total = allreduce_time_s(gpu, tp, message_bytes, latency_s=latency_s, link_efficiency=link_efficiency)
     n = np.asarray(tp, float)
     lat = np.where(n > 1, latency_s * latency_rounds(n), 0.0) + np.zeros_like(total)

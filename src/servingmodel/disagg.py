@@ -353,7 +353,8 @@ def predict_disaggregated(
     if features.deployment:
         pps = constant("prompts_per_slot")
         ttft += float(queueing.first_wave_delay_s(concurrency, t_pf / layout.p_replicas, pps))
-        # the tail: only requests in service drain slowly; the queued ones keep the pools busy until they start
+        # the tail: only requests in service drain slowly; the queued ones keep the pools busy until they
+        # start
         waits_s = st.prefill_wait_s + st.transfer_wait_s + st.decode_wait_s
         in_service = max(concurrency - st.rate * waits_s, 1.0)
         total *= float(queueing.drain_factor(in_service, st.e2e_s - waits_s, total, pps * concurrency, osl))

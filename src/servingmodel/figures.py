@@ -74,7 +74,7 @@ def model_vs_measured_panels(meas, curves, x: str = "tok_s_per_user", y: str = "
     ncols = 2
     nrows = (len(fams) + 1) // 2
     fig, axes = new_figure(ncols=ncols, nrows=nrows, squeeze=False)
-    for ax, fam in zip(axes.ravel(), fams):
+    for ax, fam in zip(axes.ravel(), fams, strict=False):
         sub = meas[meas["family"] == fam]
         for dep in dict.fromkeys(sub["deployment"]):
             st = deployment_style(dep)
@@ -144,7 +144,7 @@ def tradeoff_panels(frames, titles):
     """One throughput trade-off panel per frame (shared axes, log per-user axis) and one legend for all."""
     fig, axes = new_figure(ncols=len(frames), sharex=True, sharey=True)
     axes = np.atleast_1d(axes)
-    for ax, f, title in zip(axes, frames, titles):
+    for ax, f, title in zip(axes, frames, titles, strict=True):
         plot_curves(ax, f, "tok_s_per_user", "tok_s_per_gpu", label_points=False)
         tradeoff_axes(ax, log_x=True)
         panel_label(ax, title)
@@ -153,7 +153,7 @@ def tradeoff_panels(frames, titles):
     axes[0].set_ylim(0, 1.05 * max(f["tok_s_per_gpu"].max() for f in frames))
     handles = {}
     for ax in axes:
-        for h, lab in zip(*ax.get_legend_handles_labels()):
+        for h, lab in zip(*ax.get_legend_handles_labels(), strict=True):
             handles.setdefault(lab, h)
     order = sorted(handles, key=lambda lab: int(lab.split(" x ")[0][2:]))
     axes[-1].legend(
@@ -184,7 +184,7 @@ def ttft_timeline(deployment: str, arrival_s, ttft_s, references: dict):
     if len(references) > len(styles):
         raise ValueError(f"at most {len(styles)} reference levels, got {len(references)}")
     greys = np.linspace(0.1, 0.5, max(len(references), 1))
-    for (name, value), g, ls in zip(references.items(), greys, styles):
+    for (name, value), g, ls in zip(references.items(), greys, styles, strict=False):
         ax.axhline(float(value), color=str(g), ls=ls, lw=1.2, label=name)
     ax.set(xlabel="time the request was sent (s)", ylabel="time to first token (s)")
     ax.set_ylim(bottom=0)
@@ -193,7 +193,8 @@ def ttft_timeline(deployment: str, arrival_s, ttft_s, references: dict):
 
 
 def ttft_models_vs_measured(meas, models: dict):
-    """Predicted TTFT of several models against the measured TTFT (log-log, with y = x and a band as wide as the latency target).
+    """Predicted TTFT of several models against the measured TTFT (log-log, with y = x and a band as wide as
+    the latency target).
 
     ``models`` maps a model name to predicted TTFTs in ms, aligned with the
     rows of ``meas`` that published a TTFT (``mean_ttft_ms``). One marker per
@@ -202,7 +203,7 @@ def ttft_models_vs_measured(meas, models: dict):
     fig, ax = new_figure()
     x = meas["mean_ttft_ms"].to_numpy(float) / 1e3
     markers = ["o", "X", "P", "*"]
-    for (name, values), mk in zip(models.items(), markers):
+    for (name, values), mk in zip(models.items(), markers, strict=False):
         y = np.asarray(values, float) / 1e3
         for fam in FAMILIES:
             m = (meas["family"] == fam).to_numpy()

@@ -94,15 +94,18 @@ def check_deployment_fits(
     weight_dtype: str = "bf16",
     kv_dtype: str = "bf16",
 ) -> float:
-    """Return the KV capacity in tokens, or raise :class:`InsufficientMemoryError` saying what does not fit."""
+    """Return the KV capacity in tokens, or raise :class:`InsufficientMemoryError` saying what does not
+    fit.
+    """
     memory = dict(gpu_memory_utilization=gpu_memory_utilization, memory_reserve_bytes=memory_reserve_bytes)
     budget = float(kv_budget_bytes_per_gpu(model, gpu, tp, **memory, weight_dtype=weight_dtype))
     w = float(weight_bytes_per_gpu(model, tp, weight_dtype=weight_dtype))
     if budget <= 0:
         raise InsufficientMemoryError(
-            f"{model.name} at TP{tp} ({weight_dtype}) does not fit on {gpu.name}: weights need {w / 2**30:.1f} GiB per GPU, "
-            f"{gpu_memory_utilization:.2f} x {gpu.memory_bytes / 2**30:.1f} GiB minus a {memory_reserve_bytes / 2**30:.1f} GiB "
-            f"reserve leaves {budget / 2**30:.1f} GiB for the KV cache"
+            f"{model.name} at TP{tp} ({weight_dtype}) does not fit on {gpu.name}: weights need "
+            f"{w / 2**30:.1f} GiB per GPU, {gpu_memory_utilization:.2f} x {gpu.memory_bytes / 2**30:.1f} GiB "
+            f"minus a {memory_reserve_bytes / 2**30:.1f} GiB reserve leaves {budget / 2**30:.1f} GiB for the "
+            "KV cache"
         )
     cap = float(kv_capacity_tokens(model, gpu, tp, **memory, weight_dtype=weight_dtype, kv_dtype=kv_dtype))
     if cap < isl + osl:

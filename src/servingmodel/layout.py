@@ -93,7 +93,9 @@ def benchmark_profile(row) -> Profile:
 
 
 def benchmark_setup(row, params: ModelParams) -> Setup:
-    """The setup of one measurement row: its model, GPU and pods, with ``params`` (bf16 weights and KV cache)."""
+    """The setup of one measurement row: its model, GPU and pods, with ``params`` (bf16 weights and KV
+    cache).
+    """
     return Setup(get_model(row["model"]), get_gpu(row["gpu"]), benchmark_profile(row), params)
 
 

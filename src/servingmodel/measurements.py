@@ -216,7 +216,9 @@ def deployment_order(df: pd.DataFrame) -> list[str]:
 
 
 def bend_concurrency(df: pd.DataFrame, deployment: str, share: float = 0.9) -> int:
-    """Lowest measured concurrency at which a deployment reaches ``share`` of its best per-GPU throughput (chapter 01)."""
+    """Lowest measured concurrency at which a deployment reaches ``share`` of its best per-GPU throughput
+    (chapter 01).
+    """
     if not 0 < share <= 1:
         raise ValueError(f"share must be in (0, 1], got {share!r}")
     sub = df[df["deployment"] == deployment].sort_values("concurrency")
@@ -229,7 +231,8 @@ def bend_concurrency(df: pd.DataFrame, deployment: str, share: float = 0.9) -> i
 
 
 def bend_table(df: pd.DataFrame, share: float = 0.9) -> pd.DataFrame:
-    """The bend (:func:`bend_concurrency`) of every aggregated deployment, with how it compares within its family.
+    """The bend (:func:`bend_concurrency`) of every aggregated deployment, with how it compares within its
+    family.
 
     Columns: ``deployment``, ``family``, ``replicas``, ``bend``, ``later_than_single``
     (the bend comes after the family's single replica's) and

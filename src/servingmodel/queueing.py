@@ -103,7 +103,9 @@ def drain_factor(batch, service_s, tok_s, requests, osl):
 
 
 def queue_wait_per_request_s(batch, service_s):
-    """TTFT each extra waiting request adds in the closed loop (chapter 04): service time / batch = 1 / rate."""
+    """TTFT each extra waiting request adds in the closed loop (chapter 04): service time / batch = 1 /
+    rate.
+    """
     b = np.asarray(batch, float)
     if np.any(~(b > 0)):
         raise ValueError("batch must be positive")

@@ -258,7 +258,9 @@ def shortest_interval_within(summary: pd.DataFrame, router: str, column: str, to
 
 
 def _summary_row(summary: pd.DataFrame, router: str, refresh_ms):
-    """The row of :func:`stale_router_summary` for ``router`` at ``refresh_ms`` (None: the balanced router)."""
+    """The row of :func:`stale_router_summary` for ``router`` at ``refresh_ms`` (None: the balanced
+    router).
+    """
     at = summary["refresh_ms"].isna() if refresh_ms is None else np.isclose(summary["refresh_ms"], refresh_ms)
     rows = summary[(summary["router"] == router) & at]
     if len(rows) != 1:
@@ -288,7 +290,8 @@ def stale_router_throughput_shift(sens: pd.DataFrame, concurrency: int) -> pd.Da
 def router_throughput_by_load(
     meas: pd.DataFrame, params: ModelParams, seeds: int | None = None
 ) -> pd.DataFrame:
-    """Throughput error of the step replay on every llm-d point, behind each router, by concurrency (chapter 08).
+    """Throughput error of the step replay on every llm-d point, behind each router, by concurrency (chapter
+    08).
 
     One row per router (``balanced``, ``stale``, ``stale-herd`` at the default
     interval) and concurrency: ``median``, ``min`` and ``max`` of replay /

@@ -157,7 +157,9 @@ def ridge_point(
     compute_efficiency: float = 1.0,
     bandwidth_efficiency: float = 1.0,
 ) -> float:
-    """FLOPs per byte at which a kernel turns compute-bound: achieved FLOP/s over achieved bytes/s (peaks by default)."""
+    """FLOPs per byte at which a kernel turns compute-bound: achieved FLOP/s over achieved bytes/s (peaks by
+    default).
+    """
     checks.fraction("compute_efficiency", compute_efficiency)
     checks.fraction("bandwidth_efficiency", bandwidth_efficiency)
     flops = gpu.flops(compute_dtype(weight_dtype))
@@ -292,7 +294,9 @@ def critical_context_tokens(
 
 
 def implied_tpot_s(per_user_tok_s, ttft_s, osl: int):
-    """Time per output token implied by a measured per-user throughput and TTFT (inverse of :func:`per_user_tok_s`)."""
+    """Time per output token implied by a measured per-user throughput and TTFT (inverse of
+    :func:`per_user_tok_s`).
+    """
     if osl < 2:
         raise ValueError(f"osl must be at least 2, got {osl!r}")
     u = checks.positive("per-user throughput", per_user_tok_s)

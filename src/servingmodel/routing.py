@@ -57,7 +57,9 @@ def random_routing_occupancy(concurrency: int, replicas: int, completion_rate) -
 
 
 def _convolve_constant_tail(x: np.ndarray, f: np.ndarray, head: int) -> np.ndarray:
-    """The first len(x) terms of the convolution of ``x`` with ``f``, where f[j] = f[head] for every j >= head."""
+    """The first len(x) terms of the convolution of ``x`` with ``f``, where f[j] = f[head] for every j >=
+    head.
+    """
     n = x.size
     out = np.convolve(f[:head], x)[:n] if head > 0 else np.zeros(n)
     if head < f.size:

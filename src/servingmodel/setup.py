@@ -79,11 +79,15 @@ class ModelParams:
         return cls(**{f.name: facts[f.name].nominal for f in dataclasses.fields(cls)})
 
     def step_overhead_for(self, model: ModelSpec) -> float:
-        """Fixed time per engine step outside the roofline for ``model``: per step plus per layer (BLIS's law)."""
+        """Fixed time per engine step outside the roofline for ``model``: per step plus per layer (BLIS's
+        law).
+        """
         return self.step_overhead_s + self.step_overhead_per_layer_s * model.num_layers
 
     def with_fitted(self, values) -> ModelParams:
-        """These parameters with the fitted ones set to ``values`` (in the order of :data:`FITTED_PARAMETERS`)."""
+        """These parameters with the fitted ones set to ``values`` (in the order of
+        :data:`FITTED_PARAMETERS`).
+        """
         values = [float(v) for v in values]
         if len(values) != len(FITTED_PARAMETERS):
             raise ValueError(f"need {len(FITTED_PARAMETERS)} fitted values, got {len(values)}")

@@ -148,7 +148,9 @@ class ParameterFact:
 
 
 def dtypes(data_dir: Path = DATA_DIR) -> dict[str, float]:
-    """Known precisions and their bytes per value, from the ``dtype_bytes_<dtype>`` rows of ``data/parameters.csv``."""
+    """Known precisions and their bytes per value, from the ``dtype_bytes_<dtype>`` rows of
+    ``data/parameters.csv``.
+    """
     facts = parameter_facts(data_dir)
     return {n[len(DTYPE_PREFIX) :]: f.nominal for n, f in facts.items() if n.startswith(DTYPE_PREFIX)}
 
@@ -192,7 +194,9 @@ def tp_problem(model: ModelSpec, tp: int, gpu: GpuSpec | None = None, name: str 
 
 
 def check_tp(model: ModelSpec, tp, gpu: GpuSpec | None = None, name: str = "tensor-parallel size") -> None:
-    """Raise ``ValueError`` with :func:`tp_problem`'s reason for the first bad value of ``tp`` (scalar or array)."""
+    """Raise ``ValueError`` with :func:`tp_problem`'s reason for the first bad value of ``tp`` (scalar or
+    array).
+    """
     values = np.unique(np.asarray(tp, dtype=float).ravel())
     for v in values:
         problem = tp_problem(model, float(v), gpu, name)

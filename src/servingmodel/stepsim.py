@@ -174,7 +174,9 @@ class _Instance:
         return victim
 
     def plan(self) -> float | None:
-        """Schedule the next step (or run of decode-only steps) at ``now_s``; returns its end, None when idle."""
+        """Schedule the next step (or run of decode-only steps) at ``now_s``; returns its end, None when
+        idle.
+        """
         e = self.e
         budget = e.max_num_batched_tokens
         free = e.kv_capacity_tokens - self.used_tokens
@@ -451,7 +453,8 @@ def replay_runs(
     routing: str | None = None,
     refresh_s: float | None = None,
 ) -> list[RunResult]:
-    """Replay the benchmark at one point, as the harness ran it (``prompts_per_slot`` x C prompts), once per seed.
+    """Replay the benchmark at one point, as the harness ran it (``prompts_per_slot`` x C prompts), once per
+    seed.
 
     With one instance nothing is random and there is one run; with more, the
     routing draws random numbers and there are ``seeds`` runs (``replay_seeds``
@@ -536,7 +539,9 @@ def replay_measurements(
 
 
 def as_prediction(replayed, meas):
-    """The replay in the columns of :func:`servingmodel.fullmodel.predict_measurements`, to score it the same way."""
+    """The replay in the columns of :func:`servingmodel.fullmodel.predict_measurements`, to score it the same
+    way.
+    """
     if not replayed.index.equals(meas.index):
         raise ValueError("replays and measurements must describe the same points (same index)")
     out = meas[[c for c in ("deployment", "family", "concurrency") if c in meas.columns]].copy()

@@ -114,7 +114,7 @@ def plot_curves(
             st["linestyle"] = "none"
         ax.plot(sub[x].to_numpy(float), sub[y].to_numpy(float), label=dep + suffix, alpha=alpha, **st)
         if label_points:
-            for xv, yv, c in zip(sub[x], sub[y], sub["concurrency"]):
+            for xv, yv, c in zip(sub[x], sub[y], sub["concurrency"], strict=True):
                 ax.annotate(
                     f"{int(c)}",
                     (float(xv), float(yv)),
@@ -223,7 +223,8 @@ def finish(
     zero_based: bool = True,
     legend: str = "outside",
 ) -> None:
-    """Label the axes (with units), set the scales, and place the legend (``outside``, ``inside`` or ``none``).
+    """Label the axes (with units), set the scales, and place the legend (``outside``, ``inside`` or
+    ``none``).
 
     ``xticks`` (numbers) puts one labelled tick at each value and no minor
     ticks; ``zero_based`` starts the y axis at 0 on a linear scale.
@@ -290,7 +291,7 @@ def figure_summary(fig) -> None:
         for ln in ax.lines:
             xs, ys = ln.get_xdata(), ln.get_ydata()
             pts = " ".join(
-                f"({_fmt(float(a))},{_fmt(float(b))})" for a, b in zip(np.atleast_1d(xs), np.atleast_1d(ys))
+                f"({_fmt(float(a))},{_fmt(float(b))})" for a, b in zip(np.atleast_1d(xs), np.atleast_1d(ys), strict=True)
             )
             print(f"  line {ln.get_label()}: {pts}")
         for col in ax.collections:
@@ -323,7 +324,7 @@ def stacked_bars(ax, labels, parts: dict, ylabel: str) -> None:
     """Stacked bars: one bar per label, one segment per entry of ``parts`` (name -> values)."""
     bottom = np.zeros(len(labels))
     colors = sns.color_palette("colorblind", len(parts))
-    for (name, vals), col in zip(parts.items(), colors):
+    for (name, vals), col in zip(parts.items(), colors, strict=True):
         v = np.asarray(vals, float)
         ax.bar(labels, v, bottom=bottom, label=name, color=col)
         bottom = bottom + v
@@ -337,7 +338,7 @@ def grouped_bars(ax, labels, series: dict, ylabel: str) -> None:
     width = 0.8 / n
     xs = np.arange(len(labels))
     colors = sns.color_palette("colorblind", n)
-    for i, ((name, vals), col) in enumerate(zip(series.items(), colors)):
+    for i, ((name, vals), col) in enumerate(zip(series.items(), colors, strict=True)):
         ax.bar(xs + (i - (n - 1) / 2) * width, np.asarray(vals, float), width, label=name, color=col)
     ax.set_xticks(xs)
     ax.set_xticklabels(labels)

@@ -1,4 +1,5 @@
-"""What-if questions for the calibrated model: vectorised sweeps, Pareto frontiers, best configurations (chapter 11).
+"""What-if questions for the calibrated model: vectorised sweeps, Pareto frontiers, best configurations
+(chapter 11).
 
 Everything here is a *prediction* of the calibrated model. It composes
 :func:`fullmodel.predict_arrays` (aggregated serving, vectorised over numpy
@@ -168,7 +169,8 @@ def long_run_ceiling_disaggregated(
     features: Features = ALL_FEATURES,
     transfer_bytes_s: float | None = None,
 ) -> np.ndarray:
-    """Output tok/s of true P/D disaggregation with an unlimited queue, in the long run: its maximum throughput.
+    """Output tok/s of true P/D disaggregation with an unlimited queue, in the long run: its maximum
+    throughput.
 
     The limit of :func:`sweep_disaggregated`'s ``output_tok_s`` as the
     concurrency grows without bound, hence at least its value at any
@@ -327,7 +329,8 @@ def sweep_disaggregated(
     features: Features = ALL_FEATURES,
     transfer_bytes_s: float | None = None,
 ) -> pd.DataFrame:
-    """Predict true prefill/decode-disaggregated scenarios (:func:`disagg.predict_disaggregated`, point by point).
+    """Predict true prefill/decode-disaggregated scenarios (:func:`disagg.predict_disaggregated`, point by
+    point).
 
     Same conventions and columns as :func:`sweep`. ``concurrency`` None or NaN
     means ``ceil(d_replicas x max_batch of a decode instance)``. A scenario

@@ -10,7 +10,9 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 def toc_docs(toc_path: Path = ROOT / "_toc.yml") -> list[str]:
-    """Every document of the toc in reading order (root first, then each ``file`` and ``glob``), without suffix."""
+    """Every document of the toc in reading order (root first, then each ``file`` and ``glob``), without
+    suffix.
+    """
     toc = yaml.safe_load(toc_path.read_text(encoding="utf-8"))
     files = [toc["root"]]
 

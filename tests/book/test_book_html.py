@@ -163,7 +163,9 @@ class _ProseText(HTMLParser):
 
 @pytest.mark.parametrize("doc", DOCS)
 def test_prose_shows_no_unrendered_roles(html_dir, doc):
-    """A role MyST did not parse (for example `{glue:text}` wrapped in backticks) reaches the reader as raw text."""
+    """A role MyST did not parse (for example `{glue:text}` wrapped in backticks) reaches the reader as raw
+    text.
+    """
     import re
 
     page = html_dir / f"{doc}.html"

@@ -144,7 +144,9 @@ def test_prior_barely_moves_the_full_fit(meas, fitted):
 
 
 def test_prior_pins_the_reserve_where_the_data_do_not(meas, cv):
-    """Without TP2 the reserve is barely identified; the prior pulls it to its source and shrinks its error."""
+    """Without TP2 the reserve is barely identified; the prior pulls it to its source and shrinks its
+    error.
+    """
     sens = calibrate.prior_sensitivity(meas, "TP2", "memory_reserve_gib", [1.0, np.inf])
     with_prior, without = sens.iloc[0], sens.iloc[1]
     nominal = parameter_facts()["memory_reserve_gib"].nominal

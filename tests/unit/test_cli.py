@@ -51,8 +51,8 @@ def run(tmp_path, text, *extra):
 
 
 def run_with_bad_cell(tmp_path, capsys, cols, good_rows, bad_row, column, value):
-    """Run ``predict`` on ``good_rows`` then ``bad_row`` with ``column`` set to ``value`` (the file's row 4 when two
-    good rows precede it); assert exit 2 with nothing written and return standard error."""
+    """Run ``predict`` on ``good_rows`` then ``bad_row`` with ``column`` set to ``value`` (the file's row 4
+    when two good rows precede it); assert exit 2 with nothing written and return standard error."""
     bad = list(bad_row)
     bad[cols.index(column)] = value
     code, out = run(tmp_path, "\n".join(",".join(r) for r in (cols, *good_rows, bad)) + "\n")
@@ -135,7 +135,7 @@ def test_predict_happy_path_matches_the_package(tmp_path):
                 )[0]
             )
             want[:3] = [top, top / lay.num_gpus, top / c]
-        for col, w in zip(PRED, want):
+        for col, w in zip(PRED, want, strict=True):
             assert num(r[col]) == pytest.approx(w, rel=1e-5), (i, col)
 
 
@@ -222,7 +222,7 @@ def test_no_row_is_dropped_or_reordered(tmp_path):
         specs.get_gpu("H100"),
         specs.get_profile("llm-d-modelservice"),
     )
-    for (tp, c, isl), status in zip(cases, got["status"]):
+    for (tp, c, isl), status in zip(cases, got["status"], strict=True):
         try:
             fullmodel.predict_aggregated(
                 Setup(model, gpu, prof, PARAMS),
@@ -568,7 +568,8 @@ def test_empty_concurrency_refuses_instances_whose_saturating_concurrency_is_not
     assert f"row 3, column {column!r}" in err and "max_num_seqs" in err and "row 2" not in err
 
 
-# deployments for the maximum-throughput test: (model, gpu, profile, dtype, isl, osl, layout); the standalone profile
+# deployments for the maximum-throughput test: (model, gpu, profile, dtype, isl, osl, layout); the standalone
+# profile
 # routes at random, the disaggregated layouts are prefill-bound and decode-bound
 DEPLOYMENTS = [
     ("Llama-3.1-70B", "H100", "llm-d-modelservice", "bf16", 10000, 1000, dict(tp=4, replicas=1)),

@@ -71,7 +71,7 @@ def test_crude_curve_rejects_bad_inputs(kwargs):
 def test_fit_alpha_recovers_known_alpha(alpha):
     s, tp = 35.0, 4
     rows = [(c, r, crude.crude_curve(c, tp, r, alpha, s)[0]) for r in (1, 2, 3) for c in C]
-    c, rep, y = map(np.array, zip(*rows))
+    c, rep, y = map(np.array, zip(*rows, strict=True))
     fitted = crude.fit_alpha(c, y, np.full_like(c, tp), rep, s)
     assert fitted == pytest.approx(alpha, rel=2e-3)
 

@@ -402,7 +402,8 @@ def test_pd_throughput_never_exceeds_the_slower_pool(c, t_pf, p_r, t_x, d_r, t0,
 
 def test_a_lone_user_on_unequal_pods_gets_the_harmonic_mean_speed():
     """Below one request per pod each request lands on any pod with equal chance: the user's throughput is
-    OSL over the mean request time, and the latencies are plain per-request means (not throughput-weighted)."""
+    OSL over the mean request time, and the latencies are plain per-request means (not
+    throughput-weighted)."""
     lay = Layout("disaggregated", p_tp=4, p_replicas=2, d_tp=8, d_replicas=1)
     mixed = fullmodel.predict_aggregated(
         Setup(MODEL, GPU, MS, NOMINAL), lay, isl=10_000, osl=1000, concurrency=1
@@ -434,4 +435,4 @@ def test_beyond_saturation_more_users_never_lower_pd_throughput(p_r, d_r):
         ).output_tok_s
         for c in (32, 64, 128, 256, 1024, 8192)
     ]
-    assert all(b >= a * (1 - 1e-9) for a, b in zip(tok, tok[1:]))
+    assert all(b >= a * (1 - 1e-9) for a, b in zip(tok, tok[1:], strict=False))

@@ -224,7 +224,9 @@ def test_least_squares_penalty_by_hand_and_refusals():
 
 @pytest.mark.parametrize("c, r, knee", [(40, 4, 7), (60, 3, 1), (30, 2, 45), (25, 5, 25)])
 def test_occupancy_with_a_saturating_rate_matches_the_direct_convolution(c, r, knee):
-    """The running-sum shortcut for a replica whose rate stops growing gives the plain convolution's answer."""
+    """The running-sum shortcut for a replica whose rate stops growing gives the plain convolution's
+    answer.
+    """
     rate = lambda k: np.minimum(np.asarray(k, float), knee) ** 0.7  # noqa: E731
     fast = routing.random_routing_occupancy(c, r, rate)
     mu = rate(np.arange(1, c + 1, dtype=float))

@@ -162,7 +162,7 @@ def test_bend_concurrency_and_table_by_hand():
         ("TP4 x 2", "TP4", 2, [10, 20, 91, 100]),
         ("TP4 x 3", "TP4", 3, [10, 95, 99, 100]),
     ):
-        for c, y in zip((1, 8, 32, 64), ys):
+        for c, y in zip((1, 8, 32, 64), ys, strict=True):
             rows.append(
                 {
                     "deployment": dep,

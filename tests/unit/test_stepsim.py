@@ -200,7 +200,9 @@ def test_as_prediction_scores_the_replay_like_the_mean_field():
 
 
 def test_a_budget_of_a_whole_prompt_removes_the_straddle():
-    """With room for a whole prompt and the decodes in one step, later prompts no longer span two full steps."""
+    """With room for a whole prompt and the decodes in one step, later prompts no longer span two full
+    steps.
+    """
     lay = Layout("aggregated", tp=4, replicas=1)
     default = stepsim.replay_point(
         Setup(MODEL, GPU, STANDALONE, PARAMS), lay, isl=10_000, osl=1000, concurrency=8

@@ -469,7 +469,7 @@ def test_long_run_ceiling_bounds_every_concurrency_and_is_the_limit(gpu, profile
 def test_long_run_ceiling_disaggregated_is_the_slowest_pool():
     g, p = specs.get_gpu("H100"), specs.get_profile("llm-d-modelservice")
     layouts = [(4, 1, 4, 3), (4, 3, 4, 1), (8, 1, 8, 1)]
-    ptp, prep, dtp, drep = (np.array(v) for v in zip(*layouts))
+    ptp, prep, dtp, drep = (np.array(v) for v in zip(*layouts, strict=True))
     top = whatif.long_run_ceiling_disaggregated(
         whatif.setup_for(MODEL, g, p, PARAMS),
         p_tp=ptp,
