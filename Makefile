@@ -31,8 +31,7 @@ PYTHON ?= $(shell command -v python3.11 2>/dev/null || command -v python3)
 # Top-level dependencies; requirements.txt is their full, exact lock.
 TOP_DEPS := jupyter-book==1.0.4.post1 numpy pandas scipy seaborn matplotlib \
             nbval pytest hypothesis ipykernel \
-            sphinx-mathjax-offline websocket-client \
-            ruff import-linter jupytext playwright
+            sphinx-mathjax-offline ruff import-linter jupytext playwright
 
 # Chapters are book/NN_slug.ipynb; book/_template.ipynb is not one.
 CHAPTERS := $(sort $(wildcard book/[0-9][0-9]_*.ipynb))
@@ -58,9 +57,9 @@ book: $(STAMP)
 	  || { echo "error: jupyter-book exited 0 but wrote no _build/html/index.html" >&2; exit 1; }
 	@echo "book: _build/html/index.html"
 
-# tests/test_browser.py opens the built book in Debian's chromium (driven over
-# the DevTools protocol by websocket-client, so no chromedriver). Installed only
-# when missing; apt-get needs root (or sudo).
+# tests/book/test_browser.py opens the built book in Debian's chromium, driven
+# by Playwright with executable_path set to it (no browser download). Installed
+# only when missing; apt-get needs root (or sudo).
 CHROMIUM := /usr/bin/chromium
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 

@@ -163,7 +163,7 @@ def crude_corners(df, alphas, single_user):
     measured concurrency. Returns :func:`crude_predictions` of those points.
     """
     rows = []
-    for dep, g in df.groupby("deployment", sort=False):
+    for _, g in df.groupby("deployment", sort=False):
         first = g.iloc[0]
         tp, replicas = _layout(first)
         lo, hi = float(g["concurrency"].min()), float(g["concurrency"].max())

@@ -19,6 +19,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
+import pandas as pd
 
 from . import checks, kvcache, queueing
 from .fullmodel import Instance, Prediction, make_instance, predict_aggregated
@@ -31,7 +32,9 @@ _BISECT_ITERS = 200
 
 
 def transfer_bandwidth_bytes_s(kind: str = "rdma") -> float:
-    """KV-transfer bandwidth (bytes/s) of an RDMA-class or TCP-class link, from ``data/parameters.csv``."""
+    """KV-transfer bandwidth (bytes/s) of an RDMA-class or TCP-class link, from
+    ``data/parameters.csv``.
+    """
     key = str(kind).strip().lower()
     if key not in TRANSFER_BANDWIDTHS:
         raise ValueError(f"unknown transfer kind {kind!r}; expected one of {sorted(TRANSFER_BANDWIDTHS)}")
@@ -39,7 +42,9 @@ def transfer_bandwidth_bytes_s(kind: str = "rdma") -> float:
 
 
 def kv_transfer_bytes(model: ModelSpec, isl, *, kv_dtype: str = "bf16"):
-    """Bytes of KV cache a prefill hands to decode: every layer's K and V for the ``isl`` prompt tokens."""
+    """Bytes of KV cache a prefill hands to decode: every layer's K and V for the ``isl``
+    prompt tokens.
+    """
     s = np.asarray(isl, float)
     if np.any(s < 1):
         raise ValueError(f"isl must be at least 1, got {isl!r}")
@@ -55,7 +60,8 @@ def kv_transfer_time_s(model: ModelSpec, isl, transfer_bytes_s, *, kv_dtype: str
 
 
 def erlang_c(servers: int, offered_load: float) -> float:
-    """Probability that an arrival waits in an M/M/c queue (``offered_load`` = lambda x service time).
+    """Probability that an arrival waits in an M/M/c queue (``offered_load`` = lambda x service
+    time).
 
     Returns 1 when the queue is unstable (load at or above the number of servers).
     """
@@ -291,7 +297,9 @@ def decode_pool_ceiling_tok_s(instance: Instance, d_replicas: int = 1) -> float:
 
 
 def prefill_pool_ceiling_tok_s(instance: Instance, p_replicas: int = 1) -> float:
-    """Output tok/s a prefill pool can feed: one prompt per prefill time per instance, OSL tokens each."""
+    """Output tok/s a prefill pool can feed: one prompt per prefill time per instance, OSL
+    tokens each.
+    """
     if not (int(p_replicas) == p_replicas and p_replicas >= 1):
         raise ValueError(f"p_replicas must be a whole number >= 1, got {p_replicas!r}")
     return p_replicas * int(instance.osl) / float(instance.prefill_s)
@@ -307,7 +315,8 @@ def predict_disaggregated(
     features: Features = ALL_FEATURES,
     transfer_bytes_s: float | None = None,
 ) -> Prediction:
-    """Predict one point as true prefill/decode disaggregation (same signature as ``predict_aggregated``).
+    """Predict one point as true prefill/decode disaggregation (same signature as
+    ``predict_aggregated``).
 
     Aggregated layouts are passed to :func:`fullmodel.predict_aggregated`, so
     this function can predict a whole measurement frame. The KV transfer uses
@@ -353,7 +362,8 @@ def predict_disaggregated(
     if features.deployment:
         pps = constant("prompts_per_slot")
         ttft += float(queueing.first_wave_delay_s(concurrency, t_pf / layout.p_replicas, pps))
-        # the tail: only requests in service drain slowly; the queued ones keep the pools busy until they
+        # the tail: only requests in service drain slowly; the queued ones keep the pools busy until
+        # they
         # start
         waits_s = st.prefill_wait_s + st.transfer_wait_s + st.decode_wait_s
         in_service = max(concurrency - st.rate * waits_s, 1.0)
@@ -365,4 +375,41 @@ def predict_disaggregated(
         ttft_s=ttft,
         tpot_s=st.tpot_s,
         max_batch=bmax,
+    )
+
+
+def curve(
+    setup: Setup,
+    layout: Layout,
+    *,
+    isl: int,
+    osl: int,
+    concurrencies,
+    features: Features = ALL_FEATURES,
+    transfer_bytes_s: float | None = None,
+) -> pd.DataFrame:
+    """:func:`predict_disaggregated` of one layout at every concurrency of ``concurrencies``
+    (chapter 07).
+
+    Columns ``concurrency``, ``tok_s_per_gpu``, ``tok_s_per_user`` and ``ttft_s``.
+    """
+    rows = [
+        predict_disaggregated(
+            setup,
+            layout,
+            isl=isl,
+            osl=osl,
+            concurrency=float(c),
+            features=features,
+            transfer_bytes_s=transfer_bytes_s,
+        )
+        for c in concurrencies
+    ]
+    return pd.DataFrame(
+        {
+            "concurrency": np.asarray(concurrencies),
+            "tok_s_per_gpu": [r.tok_s_per_gpu for r in rows],
+            "tok_s_per_user": [r.tok_s_per_user for r in rows],
+            "ttft_s": [r.ttft_s for r in rows],
+        }
     )

@@ -1,4 +1,5 @@
-"""How far a model is from the measurements, and the benchmark's metric definitions (chapter 01 onward).
+"""How far a model is from the measurements, and the benchmark's metric definitions (chapter 01
+onward).
 
 Every chapter that refines the model ends with the same error row: the median
 and 90th-percentile absolute relative error of throughput per GPU and
@@ -193,6 +194,33 @@ def family_error_table(df_pred: pd.DataFrame, df_meas: pd.DataFrame) -> pd.DataF
 
 
 def family_gpu_errors(df_pred: pd.DataFrame, df_meas: pd.DataFrame) -> pd.DataFrame:
-    """Median and p90 absolute relative error of throughput per GPU, for all points and per family."""
+    """Median and p90 absolute relative error of throughput per GPU, for all points and per
+    family.
+    """
     table = family_error_table(df_pred, df_meas)
     return table[["per-GPU median", "per-GPU p90"]].set_axis(["median", "p90"], axis=1)
+
+
+def latency_error_table(meas: pd.DataFrame, cases) -> pd.DataFrame:
+    """Median absolute relative error of a latency, one row per case (chapter 09).
+
+    ``cases`` holds ``(name, prediction frame, "ttft" or "tpot", loaded only, in the fit)``; each row
+    scores ``pred_<latency>_ms`` against ``mean_<latency>_ms`` on the points that published it
+    (only those at a concurrency above 1 when ``loaded only``). Columns ``points``,
+    ``median |error|`` (text, percent) and ``in the fit``, indexed by ``metric``.
+    """
+    rows = []
+    for name, pred, latency, loaded_only, in_fit in cases:
+        if latency not in ("ttft", "tpot"):
+            raise ValueError(f"latency must be 'ttft' or 'tpot', got {latency!r}")
+        has = meas[f"mean_{latency}_ms"].notna() & ((meas["concurrency"] > 1) if loaded_only else True)
+        err = pred.loc[has, f"pred_{latency}_ms"] / meas.loc[has, f"mean_{latency}_ms"] - 1
+        rows.append(
+            {
+                "metric": name,
+                "points": int(has.sum()),
+                "median |error|": f"{100 * err.abs().median():.1f}%",
+                "in the fit": in_fit,
+            }
+        )
+    return pd.DataFrame(rows).set_index("metric")

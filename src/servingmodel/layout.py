@@ -63,7 +63,9 @@ class Layout:
         return [self.p_tp] * self.p_replicas + [self.d_tp] * self.d_replicas
 
     def pools(self) -> tuple[int, int, int, int]:
-        """(tp_a, count_a, tp_b, count_b): the instances as two groups, the second empty when aggregated."""
+        """(tp_a, count_a, tp_b, count_b): the instances as two groups, the second empty when
+        aggregated.
+        """
         if self.kind == "aggregated":
             return self.tp, self.replicas, 1, 0
         return self.p_tp, self.p_replicas, self.d_tp, self.d_replicas
@@ -93,14 +95,17 @@ def benchmark_profile(row) -> Profile:
 
 
 def benchmark_setup(row, params: ModelParams) -> Setup:
-    """The setup of one measurement row: its model, GPU and pods, with ``params`` (bf16 weights and KV
+    """The setup of one measurement row: its model, GPU and pods, with ``params`` (bf16 weights and
+    KV
     cache).
     """
     return Setup(get_model(row["model"]), get_gpu(row["gpu"]), benchmark_profile(row), params)
 
 
 def measured_point(meas: pd.DataFrame, deployment: str, concurrency: int) -> pd.Series:
-    """The one measured row of ``deployment`` at ``concurrency`` (with its index as the row's ``name``)."""
+    """The one measured row of ``deployment`` at ``concurrency`` (with its index as the row's
+    ``name``).
+    """
     point = meas[(meas["deployment"] == deployment) & (meas["concurrency"] == concurrency)]
     if len(point) != 1:
         known = ", ".join(dict.fromkeys(meas["deployment"]))
@@ -109,6 +114,16 @@ def measured_point(meas: pd.DataFrame, deployment: str, concurrency: int) -> pd.
             f"(measured deployments: {known})"
         )
     return point.iloc[0]
+
+
+def value_at(meas: pd.DataFrame, frame, deployment: str, concurrency: int, column: str | None = None):
+    """The value of ``frame`` (aligned with ``meas``: same index) at one measured point.
+
+    ``frame`` is a DataFrame (give ``column``) or a Series; the point is found
+    with :func:`measured_point`, so a missing or ambiguous point is an error.
+    """
+    i = measured_point(meas, deployment, concurrency).name
+    return frame.loc[i] if column is None else frame.loc[i, column]
 
 
 def workload(row) -> tuple[int, int]:

@@ -23,7 +23,8 @@ from .stepsim import engine_from_instance, replay_point
 def reserve_staircase(
     setup: Setup, layout: Layout, *, isl: int, osl: int, concurrency: int, reserves_gib
 ) -> pd.DataFrame:
-    """Replay one point with the memory reserve set to each of ``reserves_gib`` in turn (chapter 08).
+    """Replay one point with the memory reserve set to each of ``reserves_gib`` in turn (chapter
+    08).
 
     Whole requests make the replay's throughput a staircase in the reserve,
     where the mean-field model's fractional batch is a ramp. One row per
@@ -64,7 +65,8 @@ def whole_request_plateau(
     concurrency: int = 32,
     reserves_gib=None,
 ) -> dict:
-    """The measured plateau of one deployment read as a whole number of requests (chapters 08 and 10).
+    """The measured plateau of one deployment read as a whole number of requests (chapters 08 and
+    10).
 
     Replays the measured point with the memory reserve at each of
     ``reserves_gib`` (:func:`reserve_staircase`; by
@@ -88,7 +90,10 @@ def whole_request_plateau(
         raise ValueError(f"every replay of {deployment!r} preempts; no step of the staircase is clean")
     steps = (
         clean.groupby("peak_running")
-        .agg(replay_tok_s_per_gpu=("replay_tok_s_per_gpu", "max"), max_reserve_gib=("reserve_gib", "max"))
+        .agg(
+            replay_tok_s_per_gpu=("replay_tok_s_per_gpu", "max"),
+            max_reserve_gib=("reserve_gib", "max"),
+        )
         .reset_index()
     )
     measured = float(r["tok_s_per_gpu"])
@@ -106,9 +111,13 @@ STALE_ROUTINGS = ("stale", "stale-herd")
 
 
 def stale_router_ttft(
-    meas: pd.DataFrame, params: ModelParams, seeds: int | None = None, refresh_s: float | None = None
+    meas: pd.DataFrame,
+    params: ModelParams,
+    seeds: int | None = None,
+    refresh_s: float | None = None,
 ) -> pd.DataFrame:
-    """The llm-d pods' loaded points with a published TTFT, replayed behind each router (chapter 08).
+    """The llm-d pods' loaded points with a published TTFT, replayed behind each router (chapter
+    08).
 
     Columns: ``deployment``, ``concurrency``, ``measured_ttft_ms`` and
     ``measured_output_tok_s``, then ``<router>_ttft_ms`` and
@@ -129,7 +138,11 @@ def stale_router_ttft(
     )
     for routing in ("balanced",) + STALE_ROUTINGS:
         rep = stepsim.replay_measurements(
-            pts, params, seeds, routing=routing, refresh_s=None if routing == "balanced" else refresh_s
+            pts,
+            params,
+            seeds,
+            routing=routing,
+            refresh_s=None if routing == "balanced" else refresh_s,
         )
         key = routing.replace("-", "_")
         out[f"{key}_ttft_ms"] = rep["replay_ttft_ms"]
@@ -140,7 +153,8 @@ def stale_router_ttft(
 def stale_router_sensitivity(
     meas: pd.DataFrame, params: ModelParams, refreshes_s, seeds: int | None = None
 ) -> pd.DataFrame:
-    """The stale routers' replay of the llm-d pods for each scrape interval in ``refreshes_s`` (chapter 08).
+    """The stale routers' replay of the llm-d pods for each scrape interval in ``refreshes_s``
+    (chapter 08).
 
     Covers every llm-d point at a concurrency where one of them published a
     loaded TTFT. One row per router and point: ``router`` (``balanced``,
@@ -153,7 +167,13 @@ def stale_router_sensitivity(
     if not loads:
         raise ValueError("no loaded llm-d point with a published TTFT")
     pts = llmd[llmd["concurrency"].isin(loads)]
-    runs = [("balanced", float("nan"), stepsim.replay_measurements(pts, params, seeds, routing="balanced"))]
+    runs = [
+        (
+            "balanced",
+            float("nan"),
+            stepsim.replay_measurements(pts, params, seeds, routing="balanced"),
+        )
+    ]
     for routing in STALE_ROUTINGS:
         for r in refreshes_s:
             runs.append(
@@ -180,8 +200,10 @@ def stale_router_sensitivity(
 
 
 def stale_router_summary(sens: pd.DataFrame) -> pd.DataFrame:
-    """One row per router and interval of :func:`stale_router_sensitivity`: the TTFT error at each published
-    point (``ttft <deployment> @<C>``) and the least and greatest throughput error over the deployments at
+    """One row per router and interval of :func:`stale_router_sensitivity`: the TTFT error at each
+    published
+    point (``ttft <deployment> @<C>``) and the least and greatest throughput error over the
+    deployments at
     each concurrency (``tok min @<C>``, ``tok max @<C>``), all fractions."""
     keys = ["router", "refresh_ms"]
     sens = sens.assign(refresh_ms=sens["refresh_ms"].fillna(-1.0))  # groupby drops NaN keys
@@ -209,7 +231,8 @@ def opening_burst_share(
     reference: str = "balanced",
     seeds: int | None = None,
 ) -> float:
-    """Share of the extra TTFT of ``routing`` over ``reference`` that falls on the runs' first C requests.
+    """Share of the extra TTFT of ``routing`` over ``reference`` that falls on the runs' first C
+    requests.
 
     Pooled over all runs of :func:`servingmodel.stepsim.replay_runs` for each
     router at one measured point; the first C requests of a run are the
@@ -236,16 +259,18 @@ def opening_burst_share(
 
 
 def stale_router_gap_closed(summary: pd.DataFrame, router: str, refresh_ms: float, column: str) -> float:
-    """Share of the balanced router's TTFT miss in ``column`` that ``router`` at ``refresh_ms`` removes:
+    """Share of the balanced router's TTFT miss in ``column`` that ``router`` at ``refresh_ms``
+    removes:
     1 - |its error| / |balanced error|, from :func:`stale_router_summary` (chapter 08)."""
-    base = _summary_row(summary, "balanced", None)[column]
+    base = summary_row(summary, "balanced", None)[column]
     if not base != 0:
         raise ValueError(f"the balanced router has no miss to close in {column!r}")
-    return float(1 - abs(_summary_row(summary, router, refresh_ms)[column]) / abs(base))
+    return float(1 - abs(summary_row(summary, router, refresh_ms)[column]) / abs(base))
 
 
 def shortest_interval_within(summary: pd.DataFrame, router: str, column: str, tolerance: float):
-    """The shortest scrape interval (ms) at which ``router`` brings ``column`` of :func:`stale_router_summary`
+    """The shortest scrape interval (ms) at which ``router`` brings ``column`` of
+    :func:`stale_router_summary`
     within +-``tolerance`` (a fraction), with that error; None if no interval does (chapter 08)."""
     checks.positive("tolerance", tolerance)
     rows = summary[(summary["router"] == router) & summary["refresh_ms"].notna()].sort_values("refresh_ms")
@@ -257,7 +282,7 @@ def shortest_interval_within(summary: pd.DataFrame, router: str, column: str, to
     return float(ok["refresh_ms"].iloc[0]), float(ok[column].iloc[0])
 
 
-def _summary_row(summary: pd.DataFrame, router: str, refresh_ms):
+def summary_row(summary: pd.DataFrame, router: str, refresh_ms):
     """The row of :func:`stale_router_summary` for ``router`` at ``refresh_ms`` (None: the balanced
     router).
     """
@@ -271,7 +296,8 @@ def _summary_row(summary: pd.DataFrame, router: str, refresh_ms):
 
 
 def stale_router_throughput_shift(sens: pd.DataFrame, concurrency: int) -> pd.DataFrame:
-    """Per router and interval of :func:`stale_router_sensitivity`: the least and greatest change of the
+    """Per router and interval of :func:`stale_router_sensitivity`: the least and greatest change of
+    the
     throughput error against the balanced router's, over the deployments at ``concurrency`` (fractions)."""
     at = sens[sens["concurrency"] == concurrency]
     if at.empty:
@@ -290,7 +316,8 @@ def stale_router_throughput_shift(sens: pd.DataFrame, concurrency: int) -> pd.Da
 def router_throughput_by_load(
     meas: pd.DataFrame, params: ModelParams, seeds: int | None = None
 ) -> pd.DataFrame:
-    """Throughput error of the step replay on every llm-d point, behind each router, by concurrency (chapter
+    """Throughput error of the step replay on every llm-d point, behind each router, by concurrency
+    (chapter
     08).
 
     One row per router (``balanced``, ``stale``, ``stale-herd`` at the default

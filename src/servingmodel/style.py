@@ -16,7 +16,6 @@ import matplotlib.pyplot as plt
 import numpy as np
 import seaborn as sns
 
-
 X_PER_USER = "throughput per user (output tok/s/user)"
 Y_PER_GPU = "throughput per GPU (output tok/s/GPU)"
 X_CONCURRENCY = "concurrency (requests in flight)"
@@ -163,7 +162,12 @@ def role_style(role: str, deployment: str | None = None, series: int | None = No
     if role == "model-part":
         return {"color": base["color"], "linestyle": ":", "marker": ""}
     if role == "measured":
-        return {"color": base["color"], "linestyle": "none", "marker": base["marker"], "markersize": 7}
+        return {
+            "color": base["color"],
+            "linestyle": "none",
+            "marker": base["marker"],
+            "markersize": 7,
+        }
     if role == "cloud":
         return {"color": base["color"], "marker": base["marker"], "s": 14, "alpha": 0.45}
     return base  # curve
@@ -190,7 +194,9 @@ def draw(
 
 
 def reference(ax, value: float, label: str, *, axis: str = "y") -> None:
-    """A reference level: a horizontal line at y = value (``axis="y"``) or a vertical one at x = value."""
+    """A reference level: a horizontal line at y = value (``axis="y"``) or a vertical one at x
+    = value.
+    """
     if axis == "y":
         ax.axhline(float(value), label=label, **role_style("reference"))
     elif axis == "x":
@@ -200,9 +206,18 @@ def reference(ax, value: float, label: str, *, axis: str = "y") -> None:
 
 
 def bars(
-    ax, labels, values, label: str | None = None, *, deployments=None, series: int | None = None, bottom=None
+    ax,
+    labels,
+    values,
+    label: str | None = None,
+    *,
+    deployments=None,
+    series: int | None = None,
+    bottom=None,
 ) -> None:
-    """Bars at positions 0..n-1 (stacked on ``bottom``), coloured per deployment or as one series."""
+    """Bars at positions 0..n-1 (stacked on ``bottom``), coloured per deployment or as one
+    series.
+    """
     v = np.asarray(values, float)
     if deployments is not None:
         color = [deployment_style(d)["color"] for d in deployments]
@@ -291,7 +306,8 @@ def figure_summary(fig) -> None:
         for ln in ax.lines:
             xs, ys = ln.get_xdata(), ln.get_ydata()
             pts = " ".join(
-                f"({_fmt(float(a))},{_fmt(float(b))})" for a, b in zip(np.atleast_1d(xs), np.atleast_1d(ys), strict=True)
+                f"({_fmt(float(a))},{_fmt(float(b))})"
+                for a, b in zip(np.atleast_1d(xs), np.atleast_1d(ys), strict=True)
             )
             print(f"  line {ln.get_label()}: {pts}")
         for col in ax.collections:

@@ -1,4 +1,5 @@
-"""What-if questions for the calibrated model: vectorised sweeps, Pareto frontiers, best configurations
+"""What-if questions for the calibrated model: vectorised sweeps, Pareto frontiers, best
+configurations
 (chapter 11).
 
 Everything here is a *prediction* of the calibrated model. It composes
@@ -78,7 +79,8 @@ def setup_for(
     weight_dtype: str = "bf16",
     kv_dtype: str = "bf16",
 ) -> Setup:
-    """A :class:`Setup` from names (any alias the registry knows) or spec objects; ``params`` defaults to
+    """A :class:`Setup` from names (any alias the registry knows) or spec objects; ``params``
+    defaults to
     the calibrated parameters (``data/calibrated_parameters.csv``)."""
     params = calibrated_params() if params is None else params
     return Setup.of(model, gpu, profile, params, weight_dtype=weight_dtype, kv_dtype=kv_dtype)
@@ -102,7 +104,8 @@ def _check_concurrency(c: np.ndarray) -> None:
 
 
 def instance_max_batch(setup: Setup, *, tp, isl, osl, features: Features = ALL_FEATURES):
-    """KV-cache batch limit of one instance (requests of mean context), and whether one request fits.
+    """KV-cache batch limit of one instance (requests of mean context), and whether one request
+    fits.
 
     Returns ``(max_batch, fits)`` as arrays broadcast over the inputs.
     """
@@ -128,7 +131,8 @@ def saturating_concurrency(max_batch, instances):
 def long_run_ceiling(
     setup: Setup, *, tp, replicas=1, isl, osl, features: Features = ALL_FEATURES
 ) -> np.ndarray:
-    """Output tok/s of aggregated serving with an unlimited queue, in the long run: its maximum throughput.
+    """Output tok/s of aggregated serving with an unlimited queue, in the long run: its maximum
+    throughput.
 
     The limit of :func:`sweep`'s ``output_tok_s`` as the concurrency grows
     without bound, hence at least its value at any concurrency: every instance
@@ -152,7 +156,8 @@ def long_run_ceiling(
         raise ValueError("the maximum throughput needs a finite KV batch limit (features.kv_limit on)")
     fits = bmax * kvcache.mean_context_tokens(isl, osl) >= isl + osl
     full = np.where(fits, bmax, 1.0)
-    # n >= max_batch requests present keep the batch at max_batch (queueing.closed_loop needs n >= 1)
+    # n >= max_batch requests present keep the batch at max_batch (queueing.closed_loop needs n >=
+    # 1)
     tok = dataclasses.replace(inst, max_batch=full).tok_s(np.maximum(full, 1.0))
     return np.where(fits, reps * np.asarray(tok, float), np.nan)
 
@@ -191,7 +196,8 @@ def long_run_ceiling_disaggregated(
         d_bmax = float(d_inst.max_batch)
         if not np.isfinite(d_bmax):
             raise ValueError("the maximum throughput needs a finite KV batch limit (features.kv_limit on)")
-        # as in sweep_disaggregated: a prefill instance holds one prompt, a decode instance one whole request
+        # as in sweep_disaggregated: a prefill instance holds one prompt, a decode instance one
+        # whole request
         if float(p_inst.max_batch) * ctx < s or d_bmax * ctx < s + o:
             continue
         t_x = float(disagg.kv_transfer_time_s(setup.model, s, bw, kv_dtype=setup.kv_dtype))
@@ -210,7 +216,9 @@ def long_run_ceiling_disaggregated(
 
 
 def insufficient_memory_reason(setup: Setup, *, tp, isl, osl) -> str | None:
-    """Why one instance at ``tp`` cannot hold one request (None when it can), from :mod:`kvcache`."""
+    """Why one instance at ``tp`` cannot hold one request (None when it can), from
+    :mod:`kvcache`.
+    """
     try:
         kvcache.check_deployment_fits(
             setup.model,
@@ -277,10 +285,34 @@ def sweep(
     )
 
 
+def layout_grid(
+    setup: Setup, *, layouts, concurrencies, isl, osl, features: Features = ALL_FEATURES
+) -> pd.DataFrame:
+    """:func:`sweep` of every aggregated layout ``(tp, replicas)`` of ``layouts`` at every
+    concurrency of
+    ``concurrencies`` (rows layout by layout); ``concurrencies`` None gives each layout's
+    maximum-throughput row instead."""
+    tp = np.array([t for t, _ in layouts], float)
+    reps = np.array([r for _, r in layouts], float)
+    if concurrencies is None:
+        return sweep(setup, tp=tp, replicas=reps, concurrency=None, isl=isl, osl=osl, features=features)
+    grid = np.asarray(concurrencies, float)[None, :]
+    return sweep(
+        setup,
+        tp=tp[:, None],
+        replicas=reps[:, None],
+        concurrency=grid,
+        isl=isl,
+        osl=osl,
+        features=features,
+    )
+
+
 def _sweep_frame(
     setup: Setup, kind, layout, isl, osl, c, total, ttft_ms, tpot_ms, max_batch, fits
 ) -> pd.DataFrame:
-    """The result frame of every sweep (:data:`SWEEP_COLUMNS`); ``layout`` = (tp, replicas, p_tp, p_replicas,
+    """The result frame of every sweep (:data:`SWEEP_COLUMNS`); ``layout`` = (tp, replicas, p_tp,
+    p_replicas,
     d_tp, d_replicas) arrays, NaN where a field does not apply to ``kind``."""
     names = ("tp", "replicas", "p_tp", "p_replicas", "d_tp", "d_replicas")
     fields = dict(zip(names, (np.asarray(a, float) for a in layout), strict=True))
@@ -329,7 +361,8 @@ def sweep_disaggregated(
     features: Features = ALL_FEATURES,
     transfer_bytes_s: float | None = None,
 ) -> pd.DataFrame:
-    """Predict true prefill/decode-disaggregated scenarios (:func:`disagg.predict_disaggregated`, point by
+    """Predict true prefill/decode-disaggregated scenarios (:func:`disagg.predict_disaggregated`,
+    point by
     point).
 
     Same conventions and columns as :func:`sweep`. ``concurrency`` None or NaN
@@ -417,7 +450,8 @@ def sweep_served_aggregated(
     osl,
     features: Features = ALL_FEATURES,
 ) -> pd.DataFrame:
-    """The P/D layouts of :func:`sweep_disaggregated` with every pod serving whole requests (vectorised).
+    """The P/D layouts of :func:`sweep_disaggregated` with every pod serving whole requests
+    (vectorised).
 
     This is how the benchmark's dashed deployments actually ran (chapter 07):
     the ``p_replicas`` pods at ``p_tp`` and the ``d_replicas`` pods at
@@ -509,7 +543,8 @@ def pareto_frontier(df: pd.DataFrame, x: str = "tok_s_per_user", y: str = "tok_s
 
 
 def node_tps(model: ModelSpec, gpu: GpuSpec) -> tuple[int, ...]:
-    """Tensor-parallel sizes that fit inside one node of ``gpu`` and split the attention heads of ``model``
+    """Tensor-parallel sizes that fit inside one node of ``gpu`` and split the attention heads of
+    ``model``
     evenly (:func:`servingmodel.specs.tp_problem`)."""
     m = get_model(model) if isinstance(model, str) else model
     g = get_gpu(gpu) if isinstance(gpu, str) else gpu
@@ -532,7 +567,13 @@ def layouts_for(num_gpus: int, tps, *, disaggregated: bool = True) -> list[Layou
                 for dt in tps:
                     if rest >= dt and rest % dt == 0:
                         out.append(
-                            Layout("disaggregated", p_tp=pt, p_replicas=pr, d_tp=dt, d_replicas=rest // dt)
+                            Layout(
+                                "disaggregated",
+                                p_tp=pt,
+                                p_replicas=pr,
+                                d_tp=dt,
+                                d_replicas=rest // dt,
+                            )
                         )
     return out
 
@@ -551,7 +592,8 @@ def candidates(
 ) -> pd.DataFrame:
     """Every layout of :func:`layouts_for` at every concurrency (columns of :func:`sweep`).
 
-    ``tps`` defaults to :func:`node_tps`; a TP that cannot form a group of the model on the GPU is refused.
+    ``tps`` defaults to :func:`node_tps`; a TP that cannot form a group of the model on the GPU is
+    refused.
     """
     tps = node_tps(setup.model, setup.gpu) if tps is None else tuple(tps)
     _check_tp(setup, "tensor-parallel size", np.asarray(tps, float))
@@ -636,7 +678,8 @@ def best_configuration(
 ) -> pd.DataFrame:
     """Pareto frontier of the configurations of ``num_gpus`` GPUs that meet a latency objective.
 
-    Enumerates aggregated TP in ``tps`` (default :func:`node_tps`) with replicas filling the GPUs and
+    Enumerates aggregated TP in ``tps`` (default :func:`node_tps`) with replicas filling the GPUs
+    and
     every prefill/decode split (true disaggregation), at every concurrency
     of ``concurrencies``; keeps the scenarios that fit and meet every given
     objective (per-user throughput at least ``min_tok_s_per_user``, TTFT at
@@ -662,7 +705,10 @@ def best_configuration(
         )
     )
     ok = meets_objective(
-        cand, min_tok_s_per_user=min_tok_s_per_user, max_ttft_ms=max_ttft_ms, max_tpot_ms=max_tpot_ms
+        cand,
+        min_tok_s_per_user=min_tok_s_per_user,
+        max_ttft_ms=max_ttft_ms,
+        max_tpot_ms=max_tpot_ms,
     )
     front = pareto_frontier(cand[ok])
     return front.sort_values(

@@ -2,10 +2,11 @@
 
 A static check of the HTML cannot see what a reader sees: an image that is
 in the page but fails to decode, math that MathJax never typeset, a link
-that points at a missing anchor, a script that throws. These tests serve
-``_build/html`` on 127.0.0.1 (a free port), open every page of ``_toc.yml``
-in headless Chromium (Debian's ``chromium``, installed by ``make browser``,
-which ``make test`` runs first) and fail if, on any page:
+that points at a missing anchor, a script that throws, a table wider than
+its column. These tests serve ``_build/html`` on 127.0.0.1 (a free port),
+open every page of ``_toc.yml`` in headless Chromium (Debian's ``chromium``,
+installed by ``make browser``, which ``make test`` runs first) and fail if,
+on any page:
 
 * an ``<img>`` did not load (``naturalWidth`` 0);
 * TeX is left in the text (``$$``, ``\\(``, ``\\[``, ``\\begin{`` ...), math
@@ -14,13 +15,16 @@ which ``make test`` runs first) and fail if, on any page:
 * an internal link or cross-reference points at a file or an anchor id that
   does not exist, or Sphinx left a reference unresolved;
 * the page logged a JavaScript error or an error to the console, a request
-  failed, or it asked any host other than the local server for anything.
+  failed, or it asked any host other than the local server for anything;
+* at 1280 px the page scrolls sideways, or a code cell, an output or a table
+  is wider than the column it sits in (it would need its own scroll bar).
 
 Each page is saved as a full-page screenshot, 1280 px wide, under
 ``_build/screenshots/``.
 
-Chromium is driven over the Chrome DevTools Protocol with ``websocket-client``
-(pinned in requirements.txt): no driver binary, nothing downloaded. Two more
+Chromium is driven by Playwright (pinned in requirements.txt) launched on
+the system's ``/usr/bin/chromium`` (``executable_path``), so no browser is
+downloaded; README.md records the two versions that work together. Two more
 checks need no browser: the built HTML loads no script, style, font or image
 from another host (MathJax is bundled by the sphinx-mathjax-offline package),
 and every chapter page links the notebook it was built from for download.
@@ -31,16 +35,10 @@ and `make browser`.
 
 from __future__ import annotations
 
-import base64
 import functools
-import json
 import os
 import re
-import shutil
-import subprocess
-import tempfile
 import threading
-import time
 from html.parser import HTMLParser
 from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -58,13 +56,11 @@ PAGE_TIMEOUT = 30.0  # seconds for one page to load, typeset and settle
 MAX_SHOT_HEIGHT = 30000  # px; Chromium cannot capture much taller surfaces
 
 # Flags for a closed network (see the machine notes): no background traffic,
-# a throw-away profile, no sandbox (we run as root).
+# no sandbox (we run as root). Playwright adds --headless and its own profile.
 CHROMIUM_FLAGS = (
-    "--headless",
     "--no-sandbox",
     "--disable-gpu",
     "--disable-quic",
-    "--no-first-run",
     "--disable-background-networking",
     "--disable-component-update",
     "--disable-sync",
@@ -72,8 +68,6 @@ CHROMIUM_FLAGS = (
     "--disable-extensions",
     "--hide-scrollbars",
     "--mute-audio",
-    f"--window-size={WIDTH},900",
-    "--remote-debugging-port=0",
 )
 
 # Text that must not survive typesetting (outside code). The last pattern is
@@ -110,7 +104,18 @@ PAGE_REPORT_JS = r"""
     unresolvedRefs: [...main.querySelectorAll('.xref')].filter(x => !x.closest('a'))
                        .map(x => x.textContent.trim().slice(0, 80)),
     ids: [...document.querySelectorAll('[id]')].map(e => e.id),
-    height: Math.ceil(Math.max(document.documentElement.scrollHeight, document.body.scrollHeight)),
+    pageWidth: document.documentElement.scrollWidth,
+    viewportWidth: window.innerWidth,
+    // code cells, outputs and tables wider than their box or than the column (main) they sit in
+    tooWide: [...main.querySelectorAll('pre, table, div.cell_output, div.highlight, .output')]
+      .filter(e => e.offsetParent !== null)
+      .map(e => {
+        const r = e.getBoundingClientRect(), col = main.getBoundingClientRect();
+        const over = Math.max(e.scrollWidth - e.clientWidth, Math.ceil(r.right - col.right));
+        return {tag: e.tagName.toLowerCase() + (e.className ? '.' + String(e.className).split(' ')[0] : ''),
+                over, text: (e.textContent || '').trim().slice(0, 60)};
+      })
+      .filter(x => x.over > 1),
   };
 })()
 """
@@ -220,7 +225,7 @@ def test_chapter_offers_its_notebook_for_download(html_dir, doc):
     assert page.is_file(), f"no page {page.relative_to(ROOT)}"
     text = page.read_text(encoding="utf-8")
     name = Path(doc).name + ".ipynb"
-    links = re.findall(r'href="([^"]*_sources/[^"]*%s)"' % re.escape(name), text)
+    links = re.findall(r'href="([^"]*_sources/[^"]*' + re.escape(name) + r')"', text)
     assert links, (
         f"{page.name} has no download link to _sources/.../{name} (html_theme_options.use_download_button)"
     )
@@ -264,105 +269,6 @@ class LocalServer:
         self.httpd.server_close()
 
 
-class CDPError(RuntimeError):
-    pass
-
-
-class Browser:
-    """Headless Chromium and one DevTools websocket to it."""
-
-    def __init__(self, executable: str = CHROMIUM):
-        import websocket  # websocket-client
-
-        self.profile = tempfile.mkdtemp(prefix="chromium-profile-")
-        self.log = open(Path(self.profile) / "chromium.log", "wb")  # noqa: SIM115 - closed in close()
-        self.proc = subprocess.Popen(
-            [executable, *CHROMIUM_FLAGS, f"--user-data-dir={self.profile}", "about:blank"],
-            stdout=self.log,
-            stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL,
-        )
-        port_file = Path(self.profile) / "DevToolsActivePort"
-        deadline = time.monotonic() + 30
-        while not (port_file.is_file() and len(port_file.read_text().splitlines()) >= 2):
-            if self.proc.poll() is not None or time.monotonic() > deadline:
-                self.close()
-                raise CDPError(f"Chromium did not start (exit {self.proc.returncode}): {self.output()}")
-            time.sleep(0.05)
-        port, path = port_file.read_text().splitlines()[:2]
-        self.ws = websocket.create_connection(
-            f"ws://127.0.0.1:{port}{path}",
-            timeout=PAGE_TIMEOUT,
-            suppress_origin=True,
-            enable_multithread=False,
-        )
-        self.next_id = 0
-        self.events: list[dict] = []
-
-    def output(self) -> str:
-        self.log.flush()
-        return (Path(self.profile) / "chromium.log").read_text(errors="replace")[-2000:]
-
-    def send(
-        self,
-        method: str,
-        params: dict | None = None,
-        session: str | None = None,
-        timeout: float = PAGE_TIMEOUT,
-    ) -> dict:
-        self.next_id += 1
-        msg = {"id": self.next_id, "method": method, "params": params or {}}
-        if session:
-            msg["sessionId"] = session
-        self.ws.send(json.dumps(msg))
-        deadline = time.monotonic() + timeout
-        while True:
-            reply = self._recv(deadline, method)
-            if reply.get("id") == self.next_id:
-                if "error" in reply:
-                    raise CDPError(f"{method}: {reply['error']}")
-                return reply.get("result", {})
-            if "method" in reply:
-                self.events.append(reply)
-
-    def wait_for(self, event: str, session: str, timeout: float = PAGE_TIMEOUT) -> dict:
-        deadline = time.monotonic() + timeout
-        for i, e in enumerate(self.events):
-            if e["method"] == event and e.get("sessionId") == session:
-                return self.events[i]
-        while True:
-            reply = self._recv(deadline, event)
-            if "method" in reply:
-                self.events.append(reply)
-                if reply["method"] == event and reply.get("sessionId") == session:
-                    return reply
-
-    def _recv(self, deadline: float, what: str) -> dict:
-        left = deadline - time.monotonic()
-        if left <= 0:
-            raise CDPError(f"timed out waiting for {what}")
-        self.ws.settimeout(left)
-        try:
-            return json.loads(self.ws.recv())
-        except Exception as exc:  # websocket timeout or closed connection
-            raise CDPError(f"no answer while waiting for {what}: {exc!r}") from exc
-
-    def close(self):
-        try:
-            if getattr(self, "ws", None):
-                self.ws.close()
-        finally:
-            if self.proc.poll() is None:
-                self.proc.terminate()
-                try:
-                    self.proc.wait(timeout=10)
-                except subprocess.TimeoutExpired:
-                    self.proc.kill()
-                    self.proc.wait()
-            self.log.close()
-            shutil.rmtree(self.profile, ignore_errors=True)
-
-
 @pytest.fixture(scope="module")
 def server(html_dir):
     srv = LocalServer(html_dir)
@@ -376,103 +282,63 @@ def browser():
         pytest.fail(
             f"{CHROMIUM} not found: run `make browser` (Debian's chromium; `make test` does it for you)"
         )
-    pytest.importorskip("websocket", reason="websocket-client is pinned in requirements.txt; run `make venv`")
-    b = Browser()
-    yield b
-    b.close()
+    sync_api = pytest.importorskip("playwright.sync_api", reason="playwright is pinned in requirements.txt")
+    with sync_api.sync_playwright() as pw:
+        b = pw.chromium.launch(executable_path=CHROMIUM, args=list(CHROMIUM_FLAGS), timeout=60_000)
+        yield b
+        b.close()
 
 
-def visit(browser: Browser, url: str, shot: Path) -> tuple[dict, list[str]]:
-    """Open ``url`` in a fresh tab; return the page's report and what went wrong while loading."""
-    browser.events.clear()
-    target = browser.send("Target.createTarget", {"url": "about:blank"})["targetId"]
-    session = browser.send("Target.attachToTarget", {"targetId": target, "flatten": True})["sessionId"]
+def visit(browser, url: str, shot: Path) -> tuple[dict, list[str]]:
+    """Open ``url`` in a fresh page; return the page's report and what went wrong while loading."""
+    origin = "{0.scheme}://{0.netloc}".format(urlsplit(url))
+    problems: list[str] = []
+    context = browser.new_context(viewport={"width": WIDTH, "height": 900}, device_scale_factor=1)
+    page = context.new_page()
+
+    def on_request(route):
+        req_url = route.request.url
+        if urlsplit(req_url).scheme in ("http", "https", "ws", "wss") and not req_url.startswith(
+            origin + "/"
+        ):
+            problems.append(f"request to another host: {req_url}")
+            route.abort()
+        else:
+            route.continue_()
+
+    def on_console(msg):
+        if msg.type in ("error", "assert") and AUTO_FAVICON not in (msg.location or {}).get("url", ""):
+            problems.append(f"console.{msg.type}: {msg.text}")
+
+    def on_failed(req):  # requests to other hosts are aborted above and reported there
+        if AUTO_FAVICON not in req.url and req.url.startswith(origin + "/"):
+            problems.append(f"request failed: {req.failure} ({req.resource_type}) {req.url}")
+
+    def on_response(resp):
+        if resp.status >= 400 and AUTO_FAVICON not in resp.url:
+            problems.append(f"HTTP {resp.status}: {resp.url}")
+
+    context.route("**/*", on_request)
+    page.on("pageerror", lambda exc: problems.append(f"JavaScript error: {exc}"))
+    page.on("console", on_console)
+    page.on("requestfailed", on_failed)
+    page.on("response", on_response)
     try:
-        for domain in ("Page", "Runtime", "Log", "Network"):
-            browser.send(f"{domain}.enable", session=session)
-        browser.send(
-            "Emulation.setDeviceMetricsOverride",
-            {"width": WIDTH, "height": 900, "deviceScaleFactor": 1, "mobile": False},
-            session=session,
-        )
-        nav = browser.send("Page.navigate", {"url": url}, session=session)
-        if nav.get("errorText"):
-            return {}, [f"navigation failed: {nav['errorText']}"]
-        browser.wait_for("Page.loadEventFired", session)
-        result = browser.send(
-            "Runtime.evaluate",
-            {"expression": PAGE_REPORT_JS, "awaitPromise": True, "returnByValue": True},
-            session=session,
-        )
-        if "exceptionDetails" in result:
-            raise CDPError(f"page report failed: {result['exceptionDetails']}")
-        report = result["result"]["value"]
-        height = min(max(int(report["height"]), 900), MAX_SHOT_HEIGHT)
-        browser.send(
-            "Emulation.setDeviceMetricsOverride",
-            {"width": WIDTH, "height": height, "deviceScaleFactor": 1, "mobile": False},
-            session=session,
-        )
-        browser.send(
-            "Runtime.evaluate",
-            {"expression": "document.fonts.ready.then(() => 1)", "awaitPromise": True},
-            session=session,
-        )
-        png = browser.send(
-            "Page.captureScreenshot",
-            {"format": "png", "captureBeyondViewport": True, "fromSurface": True},
-            session=session,
-            timeout=60,
-        )
+        try:
+            page.goto(url, wait_until="load", timeout=PAGE_TIMEOUT * 1000)
+        except Exception as exc:  # noqa: BLE001 - a navigation error is a finding, not a crash
+            return {}, [f"navigation failed: {exc}"]
+        report = page.evaluate(PAGE_REPORT_JS)
+        page.evaluate("document.fonts.ready.then(() => 1)")
         shot.parent.mkdir(parents=True, exist_ok=True)
-        shot.write_bytes(base64.b64decode(png["data"]))
-        # Let late console messages and failed requests arrive.
-        browser.send(
-            "Runtime.evaluate",
-            {"expression": "new Promise(r => setTimeout(() => r(1), 200))", "awaitPromise": True},
-            session=session,
-        )
-        return report, load_problems(browser.events, session, url)
+        page.screenshot(path=str(shot), full_page=True, timeout=60_000)
+        page.wait_for_timeout(200)  # let late console messages and failed requests arrive
+        return report, problems
     finally:
-        browser.send("Target.closeTarget", {"targetId": target})
+        context.close()
 
 
 AUTO_FAVICON = "/favicon.ico"
-
-
-def load_problems(events: list[dict], session: str, page_url: str) -> list[str]:
-    """JavaScript errors, console errors, failed or off-machine requests of one page."""
-    origin = "{0.scheme}://{0.netloc}".format(urlsplit(page_url))
-    problems = []
-    for e in events:
-        if e.get("sessionId") != session:
-            continue
-        method, p = e["method"], e.get("params", {})
-        if AUTO_FAVICON in json.dumps(p):
-            continue  # the browser asks for /favicon.ico by itself; the book declares none
-        if method == "Runtime.exceptionThrown":
-            d = p["exceptionDetails"]
-            desc = (d.get("exception") or {}).get("description") or d.get("text")
-            problems.append(f"JavaScript error: {desc} ({d.get('url', '')}:{d.get('lineNumber')})")
-        elif method == "Runtime.consoleAPICalled" and p.get("type") in ("error", "assert"):
-            args = " ".join(str(a.get("value", a.get("description", ""))) for a in p.get("args", []))
-            problems.append(f"console.{p['type']}: {args}")
-        elif method == "Log.entryAdded" and p["entry"].get("level") == "error":
-            entry = p["entry"]
-            problems.append(
-                f"console ({entry.get('source')}): {entry.get('text')} {entry.get('url', '')}".rstrip()
-            )
-        elif method == "Network.requestWillBeSent":
-            req_url = p["request"]["url"]
-            if urlsplit(req_url).scheme in ("http", "https", "ws", "wss") and not req_url.startswith(
-                origin + "/"
-            ):
-                problems.append(f"request to another host: {req_url}")
-        elif method == "Network.loadingFailed" and not p.get("canceled"):
-            problems.append(f"request failed: {p.get('errorText')} ({p.get('type')})")
-        elif method == "Network.responseReceived" and p["response"].get("status", 200) >= 400:
-            problems.append(f"HTTP {p['response']['status']}: {p['response']['url']}")
-    return problems
 
 
 def link_problems(report: dict, page: Path, page_url: str, html_dir: Path, base: str) -> list[str]:
@@ -507,7 +373,7 @@ def link_problems(report: dict, page: Path, page_url: str, html_dir: Path, base:
     return problems
 
 
-def page_problems(browser: Browser, server: LocalServer, html_dir: Path, rel: str, shot: Path) -> list[str]:
+def page_problems(browser, server: LocalServer, html_dir: Path, rel: str, shot: Path) -> list[str]:
     """Everything wrong with page ``rel`` (relative to ``html_dir``) as Chromium shows it."""
     page = html_dir / rel
     url = server.base + rel
@@ -524,6 +390,12 @@ def page_problems(browser: Browser, server: LocalServer, html_dir: Path, rel: st
         problems += [f"math not typeset: {t}" for t in report["untypesetMath"]]
         problems += [f"MathJax error: {t}" for t in report["mathErrors"]]
         problems += [f"unresolved reference: {t}" for t in report["unresolvedRefs"]]
+        if report["pageWidth"] > report["viewportWidth"] + 1:
+            problems.append(f"the page scrolls sideways: {report['pageWidth']} px wide at {WIDTH} px")
+        problems += [
+            f"too wide for its column by {w['over']} px: {w['tag']} ({w['text']!r})"
+            for w in report["tooWide"]
+        ]
         problems += link_problems(report, page, url, html_dir, server.base)
     return problems
 
@@ -549,13 +421,15 @@ BROKEN_PAGE = r"""<!DOCTYPE html>
 <script>console.error("logged error");</script>
 <script>throw new Error("thrown error");</script>
 <script src="https://cdn.invalid/x.js"></script>
+<pre id="wide" style="width: 300px; overflow-x: auto">WIDE_LINE</pre>
 </main></body></html>
 """
 
 
 def test_checker_catches_a_broken_page(browser, tmp_path):
     """The checks above find each kind of fault on a page made to have all of them."""
-    (tmp_path / "broken.html").write_text(BROKEN_PAGE, encoding="utf-8")
+    page = BROKEN_PAGE.replace("WIDE_LINE", "a code line far wider than its 300 px box " * 10)
+    (tmp_path / "broken.html").write_text(page, encoding="utf-8")
     (tmp_path / "ok.html").write_text('<html><body><main id="top">ok</main></body></html>', encoding="utf-8")
     srv = LocalServer(tmp_path)
     try:
@@ -575,6 +449,7 @@ def test_checker_catches_a_broken_page(browser, tmp_path):
         "JavaScript error": "thrown error",
         "remote request": "request to another host: https://cdn.invalid/x.js",
         "404": "local server answered 404 /missing.png",
+        "too wide": "too wide for its column",
     }
     missed = [name for name, needle in expected.items() if needle not in problems]
     assert not missed, f"the browser check missed {missed}; it reported:\n{problems}"
