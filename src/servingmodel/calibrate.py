@@ -264,6 +264,8 @@ def cross_validate(
     start: ModelParams | None = None,
     latency_weight: float = LATENCY_WEIGHT,
     priors: dict | None = None,
+    *,
+    names: tuple[str, ...] = FITTED_PARAMETERS,
 ) -> pd.DataFrame:
     """Leave one family out: refit without it, then predict it. One row per held-out family.
 
@@ -271,14 +273,14 @@ def cross_validate(
     of throughput on the held-out family, ``at_bound``, ``unserved`` (residuals
     of the refit and of the held-out family that the model could not compute;
     a point it cannot serve counts once per residual it has), and
-    each fitted parameter of the refit with its ``<name>_stderr``. ``priors`` as
-    in :func:`fit`.
+    each fitted parameter of the refit with its ``<name>_stderr``. ``priors`` and
+    ``names`` (the parameters refitted) as in :func:`fit`.
     """
     rows = []
     for fam in list(dict.fromkeys(meas["family"])):
         train = meas[meas["family"] != fam]
         test = meas[meas["family"] == fam]
-        res = fit(train, start, latency_weight=latency_weight, priors=priors)
+        res = fit(train, start, latency_weight=latency_weight, priors=priors, names=names)
         err = throughput_errors(test, res.params)
         held_out_unserved = unserved_residuals(predict_measurements(test, res.params), test, latency_weight)
         row = {
@@ -289,7 +291,7 @@ def cross_validate(
             "at_bound": ", ".join(res.at_bound),
             "unserved": res.unserved + held_out_unserved,
         }
-        for n in FITTED_PARAMETERS:
+        for n in res.names:
             row[n] = getattr(res.params, n)
             row[n + "_stderr"] = res.stderr[n]
         rows.append(row)

@@ -317,6 +317,7 @@ def test_disaggregated_row_needs_its_pool_columns(tmp_path, capsys):
     assert "row 2, column 'd_replicas'" in err
 
 
+@pytest.mark.slow
 def test_reproduce_writes_every_measured_point(tmp_path):
     out = tmp_path / "rep.csv"
     assert cli.main(["reproduce", "-o", str(out)]) == 0
@@ -393,6 +394,7 @@ def console_script() -> str:
 
 
 @pytest.mark.slow
+@pytest.mark.slow
 def test_installed_console_script(tmp_path):
     exe = console_script()
     assert exe, "the servingmodel console script is not installed (make venv)"
@@ -417,6 +419,7 @@ def test_installed_console_script(tmp_path):
     assert unk.returncode == 2 and "H100-SXM" in unk.stderr and unk.stdout == ""
 
 
+@pytest.mark.slow
 def test_reproduce_takes_the_ttft_from_the_step_replay(tmp_path):
     from servingmodel import stepsim
 
