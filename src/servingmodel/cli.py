@@ -569,14 +569,14 @@ def cmd_predict(args) -> int:
 def cmd_reproduce(args) -> int:
     # deferred (see predict_rows)
     from .calibrate import calibrated_params
-    from .fullmodel import DEPLOYMENT_COLUMNS, PRED_COLUMNS, predict_measurements
-    from .measurements import load_measurements
+    from .fullmodel import PRED_COLUMNS, predict_measurements
+    from .measurements import DEPLOYMENT_COLUMNS, load_measurements
     from .stepsim import replay_measurements, with_replayed_ttft
 
     meas = load_measurements()
     params = calibrated_params()
     pred = with_replayed_ttft(predict_measurements(meas, params), replay_measurements(meas, params))
-    out = pd.concat([pred[DEPLOYMENT_COLUMNS + PRED_COLUMNS], meas[["output_tok_s"]]], axis=1)
+    out = pd.concat([pred[[*DEPLOYMENT_COLUMNS, *PRED_COLUMNS]], meas[["output_tok_s"]]], axis=1)
     _write(out, args.output, float_format=None)  # full precision: the measured values stay exact
     return EXIT_OK
 

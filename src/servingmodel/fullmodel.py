@@ -18,11 +18,25 @@ import pandas as pd
 
 from . import checks, comm, host, kvcache, prefill, queueing, roofline, routing
 from .layout import Layout, benchmark_profile, layout_of
+from .measurements import DEPLOYMENT_COLUMNS
 from .setup import ALL_FEATURES, Features, ModelParams, Setup
 from .specs import GIB, constant, get_gpu, get_model
 
 #: A scalar or a numpy array of aligned points.
 Values = float | np.ndarray
+
+
+def roofline_terms(setup: Setup) -> dict:
+    """Keyword arguments of a decode step's roofline for ``setup``: efficiencies, overhead, dtypes."""
+    p = setup.params
+    return {
+        "bandwidth_efficiency": p.bandwidth_efficiency,
+        "kv_bandwidth_efficiency": p.kv_bandwidth_efficiency,
+        "compute_efficiency": p.compute_efficiency,
+        "step_overhead_s": p.step_overhead_for(setup.model),
+        "weight_dtype": setup.weight_dtype,
+        "kv_dtype": setup.kv_dtype,
+    }
 
 
 @dataclass(frozen=True)
@@ -42,19 +56,7 @@ class Instance:
         """Decode-step time at batch B: overhead + host + all-reduces + roofline."""
         s, p = self.setup, self.setup.params
         ctx = kvcache.mean_context_tokens(self.isl, self.osl)
-        t = roofline.decode_step_time_s(
-            s.model,
-            s.gpu,
-            self.tp,
-            batch,
-            ctx,
-            bandwidth_efficiency=p.bandwidth_efficiency,
-            kv_bandwidth_efficiency=p.kv_bandwidth_efficiency,
-            compute_efficiency=p.compute_efficiency,
-            step_overhead_s=p.step_overhead_for(s.model),
-            weight_dtype=s.weight_dtype,
-            kv_dtype=s.kv_dtype,
-        )
+        t = roofline.decode_step_time_s(s.model, s.gpu, self.tp, batch, ctx, **roofline_terms(s))
         if self.features.communication:
             t = t + comm.decode_comm_time_s(
                 s.model,
@@ -366,19 +368,6 @@ PRED_COLUMNS = [
     "pred_tpot_ms",
     "pred_max_batch",
 ]
-#: The deployment columns every prediction frame carries over from the measurements.
-DEPLOYMENT_COLUMNS = [
-    "deployment",
-    "family",
-    "kind",
-    "tp",
-    "replicas",
-    "p_tp",
-    "p_replicas",
-    "d_tp",
-    "d_replicas",
-    "concurrency",
-]
 
 
 def predict_measurements(
@@ -479,19 +468,7 @@ def decode_step_breakdown(setup: Setup, *, tp: int, batch: float, isl: int, osl:
     """
     s, p = setup, setup.params
     ctx = kvcache.mean_context_tokens(isl, osl)
-    terms = roofline.decode_time_terms_s(
-        s.model,
-        s.gpu,
-        tp,
-        batch,
-        ctx,
-        bandwidth_efficiency=p.bandwidth_efficiency,
-        kv_bandwidth_efficiency=p.kv_bandwidth_efficiency,
-        compute_efficiency=p.compute_efficiency,
-        step_overhead_s=p.step_overhead_for(s.model),
-        weight_dtype=s.weight_dtype,
-        kv_dtype=s.kv_dtype,
-    )
+    terms = roofline.decode_time_terms_s(s.model, s.gpu, tp, batch, ctx, **roofline_terms(s))
     ar = comm.decode_comm_time_s(
         s.model, s.gpu, tp, batch, latency_s=p.allreduce_latency_s, link_efficiency=p.link_efficiency
     )

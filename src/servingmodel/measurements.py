@@ -52,18 +52,11 @@ _POSITIVE_REQUIRED = (
     "tok_s_per_gpu",
     "tok_s_per_user",
 )
-_INT_COLUMNS = (
-    "isl",
-    "osl",
-    "num_gpus",
-    "tp",
-    "replicas",
-    "p_tp",
-    "p_replicas",
-    "d_tp",
-    "d_replicas",
-    "concurrency",
-)
+#: How a deployment's GPUs are split (aggregated: tp, replicas; disaggregated: the four P/D columns).
+LAYOUT_COLUMNS = ("tp", "replicas", "p_tp", "p_replicas", "d_tp", "d_replicas")
+#: The columns that name one measured point; every prediction frame carries them over.
+DEPLOYMENT_COLUMNS = ("deployment", "family", "kind", *LAYOUT_COLUMNS, "concurrency")
+_INT_COLUMNS = ("isl", "osl", "num_gpus", *LAYOUT_COLUMNS, "concurrency")
 _OPTIONAL_POSITIVE = ("mean_ttft_ms", "mean_tpot_ms", "mean_itl_ms", "mean_e2el_ms")
 _AGG_LAYOUT = ("tp", "replicas")
 _DISAGG_LAYOUT = ("p_tp", "p_replicas", "d_tp", "d_replicas")

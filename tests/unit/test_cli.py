@@ -17,7 +17,7 @@ import pytest
 from servingmodel import cli, disagg, fullmodel, kvcache, specs, whatif
 from servingmodel.calibrate import calibrated_params
 from servingmodel.layout import Layout
-from servingmodel.measurements import load_measurements
+from servingmodel.measurements import LAYOUT_COLUMNS, load_measurements
 from servingmodel.setup import Features, Setup
 
 PARAMS = calibrated_params()
@@ -330,18 +330,7 @@ def test_reproduce_writes_every_measured_point(reproduced):
     got = reproduced
     meas = load_measurements()
     assert len(got) == len(meas) == 114
-    need = [
-        "kind",
-        "tp",
-        "replicas",
-        "p_tp",
-        "p_replicas",
-        "d_tp",
-        "d_replicas",
-        "concurrency",
-        *PRED,
-        "output_tok_s",
-    ]
+    need = ["kind", *LAYOUT_COLUMNS, "concurrency", *PRED, "output_tok_s"]
     assert set(need) <= set(got.columns)
     assert got["output_tok_s"].to_numpy() == pytest.approx(meas["output_tok_s"].to_numpy(float))
     want = fullmodel.predict_measurements(meas, PARAMS)
