@@ -20,6 +20,7 @@ differs, including the figure summaries (tests/test_nbval_catches_figure_changes
 
 from __future__ import annotations
 
+import ast
 import json
 import subprocess
 import sys
@@ -106,3 +107,34 @@ def test_normaliser_merges_split_streams_only():
     merged = normalize_notebooks._coalesce_streams([dict(o) for o in outs])
     assert [o["name"] for o in merged] == ["stdout", "stderr", "stdout"]
     assert "".join(merged[0]["text"]) == "a\nb\n"
+
+
+HELPER_FREE = [p for p in NOTEBOOKS if p != TEMPLATE]
+
+
+def helpers_defined(source: str) -> list[str]:
+    """Functions, classes and named lambdas a cell defines (IPython magics are skipped)."""
+    code = "\n".join("pass" if line.lstrip().startswith(("%", "!")) else line for line in source.splitlines())
+    found = []
+    for node in ast.walk(ast.parse(code)):
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+            found.append(f"{node.name} (line {node.lineno})")
+        elif isinstance(node, ast.Assign) and isinstance(node.value, ast.Lambda):
+            names = ", ".join(ast.unparse(t) for t in node.targets)
+            found.append(f"{names} = lambda (line {node.lineno})")
+    return found
+
+
+@pytest.mark.parametrize("path", HELPER_FREE, ids=lambda p: p.name)
+def test_chapters_define_no_helpers(path):
+    """A chapter only calls the package: no function, class or named lambda of its own."""
+    bad = [f"cell {i}: {h}" for i, c in code_cells(load(path)) for h in helpers_defined("".join(c["source"]))]
+    assert not bad, f"{path.name} defines helpers (move them into src/servingmodel):\n  " + "\n  ".join(bad)
+
+
+def test_helper_check_finds_each_kind():
+    src = (
+        "def f():\n    pass\nclass C:\n    pass\ng = lambda x: x\n"
+        "%matplotlib inline\nh = sorted(key=lambda v: v)\n"
+    )
+    assert [h.split(" ")[0] for h in helpers_defined(src)] == ["f", "C", "g"]
