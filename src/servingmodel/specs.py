@@ -147,16 +147,21 @@ class ParameterFact:
     prior_sd: float | None = None
 
 
+@cache
+def _dtype_table(path: Path) -> dict[str, float]:
+    facts = _parameter_table(path)
+    return {n[len(DTYPE_PREFIX) :]: f.nominal for n, f in facts.items() if n.startswith(DTYPE_PREFIX)}
+
+
 def dtypes(data_dir: Path = DATA_DIR) -> dict[str, float]:
     """Known precisions and their bytes per value, from the ``dtype_bytes_<dtype>`` rows of
     ``data/parameters.csv``.
     """
-    facts = parameter_facts(data_dir)
-    return {n[len(DTYPE_PREFIX) :]: f.nominal for n, f in facts.items() if n.startswith(DTYPE_PREFIX)}
+    return dict(_dtype_table(_parameters_path(data_dir)))
 
 
 def check_dtype(dtype: str) -> str:
-    known = dtypes()
+    known = _dtype_table(_parameters_path(DATA_DIR))
     if dtype not in known:
         raise SpecError(f"unknown dtype {dtype!r}; expected one of {sorted(known)}")
     return dtype
@@ -169,7 +174,7 @@ def compute_dtype(weight_dtype: str) -> str:
 
 
 def dtype_bytes(dtype: str) -> float:
-    return dtypes()[check_dtype(dtype)]
+    return _dtype_table(_parameters_path(DATA_DIR))[check_dtype(dtype)]
 
 
 def tp_problem(model: ModelSpec, tp: int, gpu: GpuSpec | None = None, name: str = "tensor-parallel size"):
@@ -415,14 +420,19 @@ def _parameter_table(path: Path) -> dict[str, ParameterFact]:
     return out
 
 
+@cache
+def _parameters_path(data_dir: Path) -> Path:
+    return Path(data_dir) / "parameters.csv"
+
+
 def parameter_facts(data_dir: Path = DATA_DIR) -> dict[str, ParameterFact]:
     """All model parameters with nominal value, range and source."""
-    return dict(_parameter_table(Path(data_dir) / "parameters.csv"))
+    return dict(_parameter_table(_parameters_path(data_dir)))
 
 
 def constant(name: str, data_dir: Path = DATA_DIR) -> float:
     """A fixed (not fitted) constant from ``data/parameters.csv``."""
-    facts = parameter_facts(data_dir)
+    facts = _parameter_table(_parameters_path(data_dir))
     if name not in facts:
         raise SpecError(f"unknown constant {name!r}; known: {', '.join(sorted(facts))}")
     return facts[name].nominal
