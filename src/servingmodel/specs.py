@@ -202,7 +202,8 @@ def check_tp(model: ModelSpec, tp, gpu: GpuSpec | None = None, name: str = "tens
     """Raise ``ValueError`` with :func:`tp_problem`'s reason for the first bad value of ``tp`` (scalar or
     array).
     """
-    values = np.unique(np.asarray(tp, dtype=float).ravel())
+    a = np.asarray(tp, dtype=float)
+    values = (float(a),) if a.ndim == 0 else np.unique(a.ravel())
     for v in values:
         problem = tp_problem(model, float(v), gpu, name)
         if problem:
