@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -27,7 +28,7 @@ from scipy.optimize import least_squares
 
 from .fullmodel import predict_measurements
 from .measurements import load_measurements
-from .paths import DATA_DIR
+from .paths import data_dir, read_table
 from .setup import ALL_FEATURES, FITTED_PARAMETERS, Features, ModelParams
 from .specs import SpecError, parameter_facts
 
@@ -358,7 +359,7 @@ CALIBRATED_FILE = "calibrated_parameters.csv"
 
 def write_calibrated(result: FitResult, path=None) -> None:
     """Store a fit in ``data/calibrated_parameters.csv`` (the project command ``make calibrate``)."""
-    path = path or DATA_DIR / CALIBRATED_FILE
+    path = path or data_dir() / CALIBRATED_FILE
     table = parameter_table(result)
     table["fitted"] = table["fitted"].map(lambda v: f"{v:.6g}")
     table["stderr"] = table["stderr"].map(lambda v: f"{v:.3g}")
@@ -367,11 +368,10 @@ def write_calibrated(result: FitResult, path=None) -> None:
 
 def calibrated_params(path=None) -> ModelParams:
     """The calibrated parameters stored by ``make calibrate`` (fixed ones at their nominal values)."""
-    path = path or DATA_DIR / CALIBRATED_FILE
-    try:
-        table = pd.read_csv(path, dtype=str, keep_default_na=False)
-    except FileNotFoundError:
-        raise SpecError(f"{path}: no calibrated parameters; run `make calibrate`") from None
+    path = path or data_dir() / CALIBRATED_FILE
+    if not Path(path).exists():
+        raise SpecError(f"{path}: no calibrated parameters; run `make calibrate`")
+    table = read_table(path, SpecError)
     for col in ("parameter", "fitted"):
         if col not in table.columns:
             raise SpecError(

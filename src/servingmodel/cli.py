@@ -10,7 +10,9 @@ from __future__ import annotations
 import argparse
 import csv
 import io
+import os
 import sys
+import tempfile
 import textwrap
 from decimal import Decimal, InvalidOperation
 from pathlib import Path
@@ -19,6 +21,7 @@ import numpy as np
 import pandas as pd
 
 from . import kvcache
+from .measurements import MeasurementError
 from .setup import Setup
 from .specs import (
     SpecError,
@@ -140,12 +143,17 @@ H100-calibrated efficiencies."""
 EXIT_HELP = f"""\
 exit codes:
   {EXIT_OK}  success (rows that cannot be served are reported in `status`, not as errors)
-  {EXIT_FAILURE}  the command failed (e.g. missing calibrated parameters: run `make calibrate`)
-  {EXIT_BAD_INPUT}  bad command line or input: unreadable input (missing, a directory, not UTF-8 CSV),
-     a header with a missing required or duplicate column, a row with more or fewer fields
-     than the header, unknown model, GPU or profile (the message lists the known names), or
-     a bad value (the message names the row and the column; rows are the file's line
-     numbers, the header is row 1, blank lines count); nothing is written"""
+  {EXIT_FAILURE}  the command failed: the output could not be written (disk full, no permission);
+     an existing output file is then left as it was (the output is written to a temporary file
+     and renamed over it only when complete)
+  {EXIT_BAD_INPUT}  bad command line or input: unreadable input (missing, a directory, no read
+     permission, not UTF-8 CSV, a quote that is never closed), a header with a missing required
+     or duplicate column, a row with more or fewer fields than the header, unknown model, GPU
+     or profile (the message lists the known names), a bad value (the message names the row
+     and the column; rows are the file's line numbers, the header is row 1, blank lines
+     count), an output path that is the input, a directory or below a file, or a data file
+     of data/ (or of the folder $SERVINGMODEL_DATA names) that cannot be used, calibrated
+     parameters included (the message names the file and the row); nothing is written"""
 
 
 class InputError(Exception):
@@ -202,11 +210,14 @@ def _read_input(path: str, name: str | None = None) -> tuple[pd.DataFrame, list[
         raise InputError([f"{path}: file not found"]) from None
     except IsADirectoryError:
         raise InputError([f"{path}: is a directory, not a CSV file"]) from None
+    except OSError as e:
+        raise InputError([f"{path}: cannot be read ({e.strerror or e})"]) from None
     try:
         text = data.decode("utf-8-sig") if isinstance(data, bytes) else data
     except UnicodeDecodeError as e:
         raise InputError([f"{path}: not a readable CSV file: not UTF-8 text ({e})"]) from None
-    reader = csv.reader(io.StringIO(text, newline=""))
+    # strict: an unclosed quote is an error, not a field that swallows every later row
+    reader = csv.reader(io.StringIO(text, newline=""), strict=True)
     records, lines, end = [], [], 0
     try:
         for rec in reader:
@@ -216,7 +227,8 @@ def _read_input(path: str, name: str | None = None) -> tuple[pd.DataFrame, list[
             records.append(rec)
             lines.append(start)
     except csv.Error as e:
-        raise InputError([f"{name}, row {end + 1}: not a readable CSV file: {e}"]) from None
+        hint = "; a quote opened in this row is never closed" if "end of data" in str(e) else ""
+        raise InputError([f"{name}, row {end + 1}: not a readable CSV row ({e}){hint}"]) from None
     if not records:
         raise InputError([f"{path}: empty file (a header row is required)"])
     header = records[0]
@@ -511,15 +523,42 @@ def _store(res, status, idx, df, records, params) -> None:
             res.loc[i, out] = float(d[src])
 
 
+def _output_problem(path: str, inputs: tuple[str, ...] = ()) -> str | None:
+    """Why ``path`` cannot take the output (None when it can): it is an input, a folder, or below a file."""
+    if path == "-":
+        return None
+    out = Path(path)
+    for src in inputs:
+        if src != "-" and out.exists() and Path(src).exists() and os.path.samefile(out, src):
+            return f"{path} is the input file {src}: the output would overwrite it; choose another -o"
+    if out.is_dir():
+        return f"{path} is a directory; -o needs a file name"
+    for parent in out.parents:
+        if parent.exists():
+            if not parent.is_dir():
+                return f"{path}: {parent} is a file, not a folder, so the output cannot be written below it"
+            break
+    return None
+
+
 def _write(df: pd.DataFrame, path: str, float_format: str | None = "%.6g") -> None:
     """Write ``df`` as CSV (predictions to 6 significant digits; ``float_format`` None keeps full
-    precision).
+    precision), atomically: into a temporary file beside ``path``, renamed over it only when complete,
+    so a failed write never leaves a truncated file or changes an existing one.
     """
     if path == "-":
         df.to_csv(sys.stdout, index=False, float_format=float_format)
-    else:
-        Path(path).parent.mkdir(parents=True, exist_ok=True)
-        df.to_csv(path, index=False, float_format=float_format)
+        return
+    out = Path(path)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent)
+    os.close(fd)
+    try:
+        df.to_csv(tmp, index=False, float_format=float_format)
+        os.replace(tmp, out)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
 
 
 def replay_ttft(records: list[dict], pred: pd.DataFrame, params) -> pd.Series:
@@ -552,6 +591,9 @@ def cmd_predict(args) -> int:
     from .calibrate import calibrated_params  # deferred (see predict_rows)
 
     name = Path(args.input).name if args.input != "-" else "stdin"
+    problem = _output_problem(args.output, (args.input,))
+    if problem:
+        raise InputError([problem])
     raw, lines = _read_input(args.input, name)
     reserved = OUTPUT_COLUMNS + ((REPLAY_COLUMN,) if args.replay else ())
     records = parse_rows(raw, name=name, lines=lines, reserved=reserved)
@@ -573,6 +615,9 @@ def cmd_reproduce(args) -> int:
     from .measurements import DEPLOYMENT_COLUMNS, load_measurements
     from .stepsim import replay_measurements, with_replayed_ttft
 
+    problem = _output_problem(args.output)
+    if problem:
+        raise InputError([problem])
     meas = load_measurements()
     params = calibrated_params()
     pred = with_replayed_ttft(predict_measurements(meas, params), replay_measurements(meas, params))
@@ -700,7 +745,13 @@ def main(argv: list[str] | None = None) -> int:
         if len(msgs) > MAX_REPORTED:
             print(f"servingmodel: ... and {len(msgs) - MAX_REPORTED} more problem(s)", file=sys.stderr)
         return EXIT_BAD_INPUT
-    except (SpecError, kvcache.InsufficientMemoryError, OSError) as e:
+    except (
+        SpecError,
+        MeasurementError,
+    ) as e:  # a data file (data/ or $SERVINGMODEL_DATA) that cannot be used
+        print(f"servingmodel: error: {e}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    except (kvcache.InsufficientMemoryError, OSError) as e:
         print(f"servingmodel: error: {e}", file=sys.stderr)
         return EXIT_FAILURE
 

@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from .paths import DATA_DIR
+from .paths import DATA_DIR, data_dir, read_table
 
 MEASUREMENTS_FILE = DATA_DIR / "llmd_h100_llama31_70b_isl10k_osl1k.csv"
 
@@ -105,10 +105,8 @@ def load_measurements(path: str | Path | None = None) -> pd.DataFrame:
     Raises :class:`MeasurementError` naming the file, row and column of the
     first problem found.
     """
-    path = Path(path) if path is not None else MEASUREMENTS_FILE
-    if not path.exists():
-        raise MeasurementError(f"{path}: measurement file not found")
-    raw = pd.read_csv(path, dtype=str, keep_default_na=False)
+    path = Path(path) if path is not None else data_dir() / MEASUREMENTS_FILE.name
+    raw = read_table(path, MeasurementError)
     missing = [c for c in COLUMNS if c not in raw.columns]
     extra = [c for c in raw.columns if c not in COLUMNS]
     if missing:

@@ -10,14 +10,14 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import os
 from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
 
-from .paths import DATA_DIR
+from .paths import DATA_DIR, DATA_ENV, read_table
 
 GIB = 2**30
 DTYPE_PREFIX = "dtype_bytes_"  # data/parameters.csv rows dtype_bytes_<dtype> give the bytes per value
@@ -153,7 +153,7 @@ def _dtype_table(path: Path) -> dict[str, float]:
     return {n[len(DTYPE_PREFIX) :]: f.nominal for n, f in facts.items() if n.startswith(DTYPE_PREFIX)}
 
 
-def dtypes(data_dir: Path = DATA_DIR) -> dict[str, float]:
+def dtypes(data_dir: Path | None = None) -> dict[str, float]:
     """Known precisions and their bytes per value, from the ``dtype_bytes_<dtype>`` rows of
     ``data/parameters.csv``.
     """
@@ -161,7 +161,7 @@ def dtypes(data_dir: Path = DATA_DIR) -> dict[str, float]:
 
 
 def check_dtype(dtype: str) -> str:
-    known = _dtype_table(_parameters_path(DATA_DIR))
+    known = _dtype_table(_parameters_path(None))
     if dtype not in known:
         raise SpecError(f"unknown dtype {dtype!r}; expected one of {sorted(known)}")
     return dtype
@@ -174,7 +174,7 @@ def compute_dtype(weight_dtype: str) -> str:
 
 
 def dtype_bytes(dtype: str) -> float:
-    return _dtype_table(_parameters_path(DATA_DIR))[check_dtype(dtype)]
+    return _dtype_table(_parameters_path(None))[check_dtype(dtype)]
 
 
 def tp_problem(model: ModelSpec, tp: int, gpu: GpuSpec | None = None, name: str = "tensor-parallel size"):
@@ -212,9 +212,7 @@ def check_tp(model: ModelSpec, tp, gpu: GpuSpec | None = None, name: str = "tens
 
 def _read_long(path: Path, key: str) -> dict[str, dict[str, tuple[str, str]]]:
     """Read a long-format facts file: one row per (entity, quantity) with a source."""
-    if not path.exists():
-        raise SpecError(f"{path}: facts file not found")
-    df = pd.read_csv(path, dtype=str, keep_default_na=False)
+    df = read_table(path, SpecError)
     needed = [key, "quantity", "value", "unit", "source"]
     if list(df.columns) != needed:
         raise SpecError(f"{path.name}: columns must be {needed}, got {list(df.columns)}")
@@ -339,41 +337,39 @@ def _resolve(kind: str, name: str, names: dict[str, str], specs: dict):
     return specs[names[key]]
 
 
-def get_gpu(name: str, data_dir: Path = DATA_DIR) -> GpuSpec:
+def get_gpu(name: str, data_dir: Path | None = None) -> GpuSpec:
     """Look up a GPU by short name or benchmark label (case-insensitive)."""
-    specs, names = _gpu_registry(Path(data_dir) / "gpus.csv")
+    specs, names = _gpu_registry(_path(data_dir, "gpus.csv"))
     return _resolve("GPU", name, names, specs)
 
 
-def get_model(name: str, data_dir: Path = DATA_DIR) -> ModelSpec:
+def get_model(name: str, data_dir: Path | None = None) -> ModelSpec:
     """Look up a model by short name or Hugging Face id (case-insensitive)."""
-    specs, names = _model_registry(Path(data_dir) / "models.csv")
+    specs, names = _model_registry(_path(data_dir, "models.csv"))
     return _resolve("model", name, names, specs)
 
 
-def get_profile(name: str, data_dir: Path = DATA_DIR) -> Profile:
+def get_profile(name: str, data_dir: Path | None = None) -> Profile:
     """Look up a deployment profile by name (case-insensitive)."""
-    specs = _profile_registry(Path(data_dir) / "profiles.csv")
+    specs = _profile_registry(_path(data_dir, "profiles.csv"))
     return _resolve("profile", name, {k.lower(): k for k in specs}, specs)
 
 
-def gpu_names(data_dir: Path = DATA_DIR) -> list[str]:
-    return sorted(_gpu_registry(Path(data_dir) / "gpus.csv")[0])
+def gpu_names(data_dir: Path | None = None) -> list[str]:
+    return sorted(_gpu_registry(_path(data_dir, "gpus.csv"))[0])
 
 
-def model_names(data_dir: Path = DATA_DIR) -> list[str]:
-    return sorted(_model_registry(Path(data_dir) / "models.csv")[0])
+def model_names(data_dir: Path | None = None) -> list[str]:
+    return sorted(_model_registry(_path(data_dir, "models.csv"))[0])
 
 
-def profiles(data_dir: Path = DATA_DIR) -> dict[str, Profile]:
-    return dict(_profile_registry(Path(data_dir) / "profiles.csv"))
+def profiles(data_dir: Path | None = None) -> dict[str, Profile]:
+    return dict(_profile_registry(_path(data_dir, "profiles.csv")))
 
 
 @cache
 def _parameter_table(path: Path) -> dict[str, ParameterFact]:
-    if not path.exists():
-        raise SpecError(f"{path}: parameter file not found")
-    df = pd.read_csv(path, dtype=str, keep_default_na=False)
+    df = read_table(path, SpecError)
     needed = ["name", "nominal", "low", "high", "unit", "fitted", "prior_sd", "source"]
     if list(df.columns) != needed:
         raise SpecError(f"{path.name}: columns must be {needed}, got {list(df.columns)}")
@@ -422,16 +418,25 @@ def _parameter_table(path: Path) -> dict[str, ParameterFact]:
 
 
 @cache
-def _parameters_path(data_dir: Path) -> Path:
-    return Path(data_dir) / "parameters.csv"
+def _file(root: str, name: str) -> Path:
+    return Path(root) / name
 
 
-def parameter_facts(data_dir: Path = DATA_DIR) -> dict[str, ParameterFact]:
+def _path(data_dir: Path | None, name: str) -> Path:
+    """``name`` in ``data_dir``, or in the package's data folder (``$SERVINGMODEL_DATA`` or ``data/``)."""
+    return _file(str(data_dir) if data_dir is not None else os.environ.get(DATA_ENV) or str(DATA_DIR), name)
+
+
+def _parameters_path(data_dir: Path | None) -> Path:
+    return _path(data_dir, "parameters.csv")
+
+
+def parameter_facts(data_dir: Path | None = None) -> dict[str, ParameterFact]:
     """All model parameters with nominal value, range and source."""
     return dict(_parameter_table(_parameters_path(data_dir)))
 
 
-def constant(name: str, data_dir: Path = DATA_DIR) -> float:
+def constant(name: str, data_dir: Path | None = None) -> float:
     """A fixed (not fitted) constant from ``data/parameters.csv``."""
     facts = _parameter_table(_parameters_path(data_dir))
     if name not in facts:
