@@ -13,6 +13,7 @@ import numpy as np
 import pandas as pd
 
 from .paths import DATA_DIR, data_dir, read_table
+from .specs import UnknownNameError, get_gpu, get_model
 
 MEASUREMENTS_FILE = DATA_DIR / "llmd_h100_llama31_70b_isl10k_osl1k.csv"
 
@@ -130,6 +131,11 @@ def load_measurements(path: str | Path | None = None) -> pd.DataFrame:
             if not r[c].strip():
                 raise MeasurementError(f"{_where(path, row, c)}: empty")
             rec[c] = r[c].strip()
+        for c, lookup in (("model", get_model), ("gpu", get_gpu)):
+            try:
+                lookup(rec[c])
+            except UnknownNameError as e:
+                raise MeasurementError(f"{_where(path, row, c)}: {e}") from None
         layout = _AGG_LAYOUT if kind == "aggregated" else _DISAGG_LAYOUT
         other = _DISAGG_LAYOUT if kind == "aggregated" else _AGG_LAYOUT
         for c in COLUMNS:

@@ -16,10 +16,12 @@ from functools import cache
 from pathlib import Path
 
 import numpy as np
+import pint
 
 from .paths import DATA_DIR, DATA_ENV, read_table
 
 GIB = 2**30
+PARAMS_TOLERANCE = 0.02  # a model's parameter count must agree with its architecture within 2 %
 DTYPE_PREFIX = "dtype_bytes_"  # data/parameters.csv rows dtype_bytes_<dtype> give the bytes per value
 
 
@@ -34,9 +36,9 @@ class UnknownNameError(SpecError):
 def _check_positive_fields(spec, what: str) -> None:
     """Every field but ``name`` must be a finite positive number."""
     for f in dataclasses.fields(spec):
-        if f.name == "name":
-            continue
         v = getattr(spec, f.name)
+        if f.name == "name" or isinstance(v, bool):
+            continue
         if not (isinstance(v, (int, float)) and math.isfinite(v) and v > 0):
             raise SpecError(f"{what} {spec.name}: {f.name} must be a positive number, got {v!r}")
 
@@ -76,11 +78,33 @@ class ModelSpec:
     vocab_size: int
     num_params: float
     max_context: int
+    tied_embeddings: bool = False  # the LM head shares the input embedding's weights
 
     def __post_init__(self):
         _check_positive_fields(self, "model")
         if self.num_heads % self.num_kv_heads:
             raise SpecError(f"model {self.name}: num_heads must be a multiple of num_kv_heads")
+        if self.head_dim * self.num_heads != self.hidden_size:
+            raise SpecError(
+                f"model {self.name}: head_dim x num_heads = {self.head_dim} x {self.num_heads} = "
+                f"{self.head_dim * self.num_heads}, not the hidden size {self.hidden_size}"
+            )
+        counted = self.architecture_params()
+        if abs(self.num_params / counted - 1) > PARAMS_TOLERANCE:
+            raise SpecError(
+                f"model {self.name}: num_params = {self.num_params:.4g} but the architecture has "
+                f"{counted:.4g} parameters (more than {100 * PARAMS_TOLERANCE:g} % apart; "
+                "a count in billions?)"
+            )
+
+    def architecture_params(self) -> float:
+        """Parameters the architecture implies: per layer the Q, K, V and O projections, the three MLP
+        matrices (gated) and two norms, plus the final norm, the input embedding and the LM head (once
+        in all when the two are tied)."""
+        d, kv = self.hidden_size, self.num_kv_heads * self.head_dim
+        layer = 2 * d * d + 2 * d * kv + 3 * d * self.ffn_size + 2 * d
+        embeddings = (1 if self.tied_embeddings else 2) * self.vocab_size * d
+        return float(self.num_layers * layer + embeddings + d)
 
     def weight_bytes(self, dtype: str = "bf16") -> float:
         """Bytes of all weights stored in ``dtype``."""
@@ -210,13 +234,132 @@ def check_tp(model: ModelSpec, tp, gpu: GpuSpec | None = None, name: str = "tens
             raise ValueError(problem)
 
 
-def _read_long(path: Path, key: str) -> dict[str, dict[str, tuple[str, str]]]:
-    """Read a long-format facts file: one row per (entity, quantity) with a source."""
+# --- units and the schema of the facts files ------------------------------------------------------
+
+UREG = pint.UnitRegistry()
+UREG.define("FLOP = [flop]")
+# counted things are their own dimensions, so that tokens never pass for GPUs
+for _one, _many in (
+    ("token", "tokens"),
+    ("GPU", "GPUs"),
+    ("core", "cores"),
+    ("parameter", "parameters"),
+    ("request", "requests"),
+    ("replay", "replays"),
+    ("process", "processes"),
+):
+    UREG.define(f"{_one} = [{_one.lower()}] = {_many}")
+UREG.define("fraction = 1")
+UREG.define("flag = 1")
+
+
+@dataclass(frozen=True)
+class QuantitySchema:
+    """What one quantity of a facts file must be: its unit, kind and plausible range, with the reason."""
+
+    file: str
+    quantity: str
+    unit: str  # the unit the range is given in ("" for plain numbers and text)
+    kind: str  # "number", "whole", "flag" or "text"
+    low: float
+    high: float
+    reason: str
+
+
+@cache
+def _schema(path: Path) -> dict[tuple[str, str], QuantitySchema]:
+    """``data/schema.csv``: every quantity of every facts file with its unit and plausible range."""
+    df = read_table(path, SpecError)
+    needed = ["file", "quantity", "unit", "kind", "low", "high", "reason"]
+    if list(df.columns) != needed:
+        raise SpecError(f"{path.name}: columns must be {needed}, got {list(df.columns)}")
+    out = {}
+    for i, r in df.iterrows():
+        row = int(i) + 2
+        key = (r["file"].strip(), r["quantity"].strip())
+        if key in out:
+            raise SpecError(f"{path.name}, row {row}: {key[1]!r} of {key[0]} given twice")
+        kind = r["kind"].strip()
+        if kind not in ("number", "whole", "flag", "text"):
+            raise SpecError(f"{path.name}, row {row}, column 'kind': unknown kind {kind!r}")
+        try:
+            low = float(r["low"]) if r["low"].strip() else -math.inf
+            high = float(r["high"]) if r["high"].strip() else math.inf
+            if r["unit"].strip():
+                UREG.Unit(r["unit"].strip())
+        except (ValueError, pint.errors.PintError) as e:
+            raise SpecError(f"{path.name}, row {row}: {e}") from None
+        out[key] = QuantitySchema(*key, r["unit"].strip(), kind, low, high, r["reason"].strip())
+    return out
+
+
+def schema(data_dir: Path | None = None) -> dict[tuple[str, str], QuantitySchema]:
+    """The facts files' schema: (file, quantity) -> unit, kind and plausible range with its reason."""
+    return dict(_schema(_path(data_dir, "schema.csv")))
+
+
+@cache
+def unit_factor(from_unit: str, to_unit: str) -> float:
+    """The number that turns a value in ``from_unit`` into ``to_unit`` (pint); ValueError if they do not
+    fit."""
+    try:
+        return float(
+            UREG.Quantity(1.0, from_unit or "dimensionless").to(to_unit or "dimensionless").magnitude
+        )
+    except pint.errors.DimensionalityError:
+        raise ValueError(
+            f"{from_unit or 'a plain number'} is not a unit of {to_unit or 'a plain number'}"
+        ) from None
+    except (pint.errors.PintError, ValueError, TypeError) as e:
+        raise ValueError(f"unknown unit {from_unit!r} ({e})") from None
+
+
+def checked_value(
+    path: Path, row: int, spec: QuantitySchema, text: str, unit: str, to_unit: str | None = None
+):
+    """A fact's value, parsed with its unit, checked against its schema and given in ``to_unit``.
+
+    ``to_unit`` (default: the schema's unit) is the unit the model stores.
+    Refuses a value that is not a number, a unit that does not fit the
+    quantity, a value outside the plausible range and a fractional count,
+    naming the file, row and column.
+    """
+    where = f"{path.name}, row {row}"
+    try:
+        v = float(text)
+    except ValueError:
+        raise SpecError(f"{where}, column 'value': {spec.quantity} = {text!r} is not a number") from None
+    if not math.isfinite(v):
+        raise SpecError(f"{where}, column 'value': {spec.quantity} = {text!r} is not finite")
+    try:
+        in_schema = v * unit_factor(unit, spec.unit)
+        out = v * unit_factor(unit, to_unit if to_unit is not None else spec.unit)
+    except ValueError as e:
+        raise SpecError(f"{where}, column 'unit': {spec.quantity}: {e}") from None
+    if not spec.low <= in_schema <= spec.high:
+        shown = f"{in_schema:g} {spec.unit}".strip()
+        raise SpecError(
+            f"{where}, column 'value': {spec.quantity} = {shown} is outside its plausible range "
+            f"[{spec.low:g}, {spec.high:g}] {spec.unit} ({spec.reason}; data/schema.csv)"
+        )
+    if spec.kind in ("whole", "flag") and in_schema != round(in_schema):
+        raise SpecError(f"{where}, column 'value': {spec.quantity} = {text!r} must be a whole number")
+    return out
+
+
+def _read_long(path: Path, key: str) -> dict[str, dict[str, tuple[str, str, str, int]]]:
+    """Read a long-format facts file: one row per (entity, quantity) with its unit and a source.
+
+    Returns entity -> quantity -> (value, unit, source, row). Every quantity
+    must be one of ``data/schema.csv`` for this file; a misspelt or unknown
+    one is refused, naming the row.
+    """
     df = read_table(path, SpecError)
     needed = [key, "quantity", "value", "unit", "source"]
     if list(df.columns) != needed:
         raise SpecError(f"{path.name}: columns must be {needed}, got {list(df.columns)}")
-    out: dict[str, dict[str, tuple[str, str]]] = {}
+    known = sorted(q for f, q in _schema(path.parent / "schema.csv") if f == path.name)
+    out: dict[str, dict[str, tuple[str, str, str, int]]] = {}
     for i, r in df.iterrows():
         row = int(i) + 2
         if not r[key].strip() or not r["quantity"].strip():
@@ -225,34 +368,33 @@ def _read_long(path: Path, key: str) -> dict[str, dict[str, tuple[str, str]]]:
             raise SpecError(f"{path.name}, row {row}, column 'source': every fact needs a source")
         ent = out.setdefault(r[key].strip(), {})
         q = r["quantity"].strip()
+        if q not in known:
+            raise SpecError(
+                f"{path.name}, row {row}, column 'quantity': unknown quantity {q!r}; "
+                f"known: {', '.join(known)} "
+                "(data/schema.csv)"
+            )
         if q in ent:
             raise SpecError(f"{path.name}, row {row}: {q!r} given twice for {r[key]!r}")
-        ent[q] = (r["value"].strip(), r["source"].strip())
+        ent[q] = (r["value"].strip(), r["unit"].strip(), r["source"].strip(), row)
     return out
 
 
-def _num(path: Path, ent: str, facts: dict, q: str) -> float:
+def _num(path: Path, ent: str, facts: dict, q: str, to_unit: str | None = None) -> float:
+    """Quantity ``q`` of entity ``ent``, checked against the schema and converted to ``to_unit``."""
     if q not in facts:
         raise SpecError(f"{path.name}: {ent} has no {q!r}")
-    text = facts[q][0]
-    try:
-        v = float(text)
-    except ValueError:
-        raise SpecError(f"{path.name}: {ent} {q} = {text!r} is not a number") from None
-    if not (math.isfinite(v) and v > 0):
-        raise SpecError(f"{path.name}: {ent} {q} = {text!r} must be positive")
-    return v
+    text, unit, _, row = facts[q]
+    spec = _schema(path.parent / "schema.csv")[(path.name, q)]
+    return checked_value(path, row, spec, text, unit, to_unit)
 
 
 def _whole_num(path: Path, ent: str, facts: dict, q: str) -> int:
-    v = _num(path, ent, facts, q)
-    if v != int(v):
-        raise SpecError(f"{path.name}: {ent} {q} = {v!r} must be a whole number")
-    return int(v)
+    return int(_num(path, ent, facts, q))
 
 
 def _aliases(facts: dict) -> list[str]:
-    return [a.strip() for a in facts.get("aliases", ("", ""))[0].split(";") if a.strip()]
+    return [a.strip() for a in facts.get("aliases", ("",))[0].split(";") if a.strip()]
 
 
 def _add_aliases(path: Path, names: dict, name: str, facts: dict) -> None:
@@ -271,11 +413,11 @@ def _gpu_registry(path: Path) -> tuple[dict[str, GpuSpec], dict[str, str]]:
     for name, f in raw.items():
         specs[name] = GpuSpec(
             name=name,
-            memory_bytes=_num(path, name, f, "memory_gib") * GIB,
-            hbm_bandwidth_bytes_s=_num(path, name, f, "hbm_bandwidth_tb_s") * 1e12,
-            bf16_flops=_num(path, name, f, "bf16_dense_tflop_s") * 1e12,
-            fp8_flops=_num(path, name, f, "fp8_dense_tflop_s") * 1e12,
-            link_bytes_s=_num(path, name, f, "link_gb_s_per_direction") * 1e9,
+            memory_bytes=_num(path, name, f, "memory_gib", "byte"),
+            hbm_bandwidth_bytes_s=_num(path, name, f, "hbm_bandwidth_tb_s", "byte/s"),
+            bf16_flops=_num(path, name, f, "bf16_dense_tflop_s", "FLOP/s"),
+            fp8_flops=_num(path, name, f, "fp8_dense_tflop_s", "FLOP/s"),
+            link_bytes_s=_num(path, name, f, "link_gb_s_per_direction", "byte/s"),
             gpus_per_node=_whole_num(path, name, f, "gpus_per_node"),
         )
         _add_aliases(path, names, name, f)
@@ -298,7 +440,13 @@ def _model_registry(path: Path) -> tuple[dict[str, ModelSpec], dict[str, str]]:
     )
     for name, f in raw.items():
         kw = {q: _whole_num(path, name, f, q) for q in ints}
-        specs[name] = ModelSpec(name=name, num_params=_num(path, name, f, "num_params"), **kw)
+        tied = bool(_num(path, name, f, "tied_embeddings")) if "tied_embeddings" in f else False
+        try:
+            specs[name] = ModelSpec(
+                name=name, num_params=_num(path, name, f, "num_params"), tied_embeddings=tied, **kw
+            )
+        except SpecError as e:
+            raise SpecError(f"{path.name}: {e}") from None
         _add_aliases(path, names, name, f)
     return specs, names
 
@@ -393,6 +541,16 @@ def _parameter_table(path: Path) -> dict[str, ParameterFact]:
             raise SpecError(f"{path.name}, row {row}: nominal/low/high must be finite and non-negative")
         if not low <= nominal <= high:
             raise SpecError(f"{path.name}, row {row}: nominal {nominal} outside its range [{low}, {high}]")
+        spec = _schema(path.parent / "schema.csv").get((path.name, name))
+        if spec is None:
+            known = sorted(q for f, q in _schema(path.parent / "schema.csv") if f == path.name)
+            raise SpecError(
+                f"{path.name}, row {row}, column 'name': unknown parameter {name!r}; "
+                f"known: {', '.join(known)} "
+                "(data/schema.csv)"
+            )
+        unit = r["unit"].strip()
+        nominal, low, high = (checked_value(path, row, spec, repr(v), unit) for v in (nominal, low, high))
         if r["fitted"] not in ("yes", "no"):
             raise SpecError(f"{path.name}, row {row}, column 'fitted': must be yes or no")
         prior_sd = None
@@ -411,8 +569,10 @@ def _parameter_table(path: Path) -> dict[str, ParameterFact]:
                 raise SpecError(
                     f"{path.name}, row {row}, column 'prior_sd': only a fitted parameter can have a prior"
                 )
+        if prior_sd is not None:
+            prior_sd *= unit_factor(unit, spec.unit)
         out[name] = ParameterFact(
-            name, nominal, low, high, r["unit"], r["fitted"] == "yes", r["source"].strip(), prior_sd
+            name, nominal, low, high, spec.unit, r["fitted"] == "yes", r["source"].strip(), prior_sd
         )
     return out
 

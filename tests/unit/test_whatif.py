@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import dataclasses
 import itertools
+import types
 
 import numpy as np
 import pandas as pd
@@ -408,7 +409,10 @@ def test_pool_ceilings_bound_true_disaggregation():
 def test_node_tps_follow_the_node_size_and_the_heads():
     h100 = specs.get_gpu("H100")
     assert whatif.node_tps(MODEL, dataclasses.replace(h100, gpus_per_node=4)) == (1, 2, 4)
-    assert whatif.node_tps(dataclasses.replace(MODEL, num_heads=48), h100) == (1, 2, 3, 4, 6, 8)
+    shape = {**dataclasses.asdict(MODEL), "num_heads": 48, "hidden_size": 48 * MODEL.head_dim}
+    count = specs.ModelSpec.architecture_params(types.SimpleNamespace(**shape))
+    heads48 = specs.ModelSpec(**{**shape, "num_params": count})
+    assert whatif.node_tps(heads48, h100) == (1, 2, 3, 4, 6, 8)
     assert {specs.get_gpu(g).gpus_per_node for g in ("H100", "H200", "A100", "L40S", "B200")} == {8}
 
 
