@@ -21,8 +21,11 @@ import argparse
 import os
 import platform
 import statistics
+import subprocess
 import sys
+import tempfile
 import time
+from pathlib import Path
 
 import numpy as np
 
@@ -52,10 +55,56 @@ def scenarios(n: int, seed: int = 0) -> dict:
     )
 
 
+def predict_input(n: int, seed: int = 0) -> str:
+    """A CSV of ``n`` rows for ``servingmodel predict``: mixed models, TP 1 to 8 (dividing the heads),
+    closed loop (every row has a concurrency), like the sweep's scenarios."""
+    rng = np.random.default_rng(seed)
+    models = np.array(["Llama-3.1-8B", "Llama-3.1-70B", "Llama-3.3-70B"])
+    lines = ["model,gpu,tp,replicas,isl,osl,concurrency"]
+    m = models[rng.integers(0, len(models), n)]
+    tp = rng.choice([1, 2, 4, 8], n)
+    reps = rng.integers(1, 9, n)
+    conc = rng.integers(1, 513, n)
+    isl = rng.integers(100, 20000, n)
+    osl = rng.integers(2, 4000, n)
+    lines += [
+        f"{a},H100,{b},{c},{d},{e},{f}" for a, b, c, d, e, f in zip(m, tp, reps, isl, osl, conc, strict=True)
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def predict_whole_process(rows: int, repeat: int) -> None:
+    """Time `servingmodel predict` on ``rows`` rows as a user runs it: a new process, CSV in and out."""
+    exe = Path(sys.executable).with_name("servingmodel")
+    with tempfile.TemporaryDirectory() as tmp:
+        src, dst = Path(tmp) / "in.csv", Path(tmp) / "out.csv"
+        src.write_text(predict_input(rows), encoding="utf-8")
+        runs = []
+        for _ in range(repeat):
+            start = time.perf_counter()
+            subprocess.run([str(exe), "predict", str(src), "-o", str(dst)], check=True)
+            runs.append(time.perf_counter() - start)
+    print(
+        f"servingmodel predict, {rows:,} rows, whole process: {statistics.median(runs):.2f} s "
+        f"(median of {repeat})",
+        flush=True,
+    )
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--repeat", type=int, default=5, help="timed runs per case (default 5)")
+    parser.add_argument(
+        "--predict-rows",
+        type=int,
+        nargs="*",
+        default=[],
+        metavar="N",
+        help="also time `servingmodel predict` on N generated rows, whole process (median of 3)",
+    )
     args = parser.parse_args()
+    for rows in args.predict_rows:
+        predict_whole_process(rows, 3)
 
     params = calibrated_params()
     meas = load_measurements()
@@ -70,21 +119,22 @@ def main() -> int:
         (
             "sweep 100,000 scenarios (balanced routing)",
             2.0,
-            lambda: whatif.sweep("Llama-3.1-70B", "H100", "llm-d-modelservice", params, **big),
+            lambda: whatif.sweep(
+                whatif.setup_for("Llama-3.1-70B", "H100", "llm-d-modelservice", params), **big
+            ),
         ),
         (
             "sweep 1,000 scenarios (random routing)",
             None,
-            lambda: whatif.sweep("Llama-3.1-70B", "H100", "llm-d-standalone", params, **small),
+            lambda: whatif.sweep(
+                whatif.setup_for("Llama-3.1-70B", "H100", "llm-d-standalone", params), **small
+            ),
         ),
         (
             "100 true P/D scenarios (disagg, point by point)",
             None,
             lambda: whatif.sweep_disaggregated(
-                "Llama-3.1-70B",
-                "H100",
-                "llm-d-modelservice",
-                params,
+                whatif.setup_for("Llama-3.1-70B", "H100", "llm-d-modelservice", params),
                 p_tp=4,
                 p_replicas=2,
                 d_tp=4,

@@ -172,6 +172,18 @@ def _parse_number(text: str, *, whole: bool, minimum: float):
     """Parse a cell exactly (decimal, so no digit is rounded away); return (value, None) or (None,
     problem).
     """
+    if text.isdigit() and text.isascii():  # the common case, exact without Decimal
+        v = int(text)
+        if whole and v > MAX_WHOLE:
+            return None, (
+                f"{text!r} is too large: whole numbers must be at most 2**53 = {MAX_WHOLE}, beyond which "
+                f"they are not exact"
+            )
+        if v <= 0:
+            return None, f"must be positive, got {text!r}"
+        if v < minimum:
+            return None, f"must be at least {minimum:g}, got {text!r}"
+        return (v if whole else float(v)), None
     try:
         d = Decimal(text)
     except InvalidOperation:
@@ -274,23 +286,30 @@ def _column_positions(df: pd.DataFrame, name: str, head: int, reserved: tuple[st
     return cols
 
 
-def _parse_names(cells: dict, rec: dict, unknown: dict) -> list[tuple[str, str]]:
+def _parse_names(cells: dict, rec: dict, unknown: dict, lookups: dict) -> list[tuple[str, str]]:
     """Model, GPU, profile, dtypes and kind of one row into ``rec``; unknown names are collected in
-    ``unknown``.
+    ``unknown``, and every look-up is remembered in ``lookups`` for the next rows.
     """
     bad = []
+    known_dtypes = lookups.setdefault(("dtypes",), dtypes())
     for c, getter in (("model", get_model), ("gpu", get_gpu), ("profile", get_profile)):
         text = cells.get(c, "") or (DEFAULT_PROFILE if c == "profile" else "")
         if not text:
             bad.append((c, "empty"))
             continue
-        try:
-            rec[c] = getter(text)
-        except UnknownNameError as e:
-            unknown.setdefault((c, text.lower()), [str(e), []])[1].append(rec["row"])
+        if (c, text) not in lookups:
+            try:
+                lookups[(c, text)] = getter(text)
+            except UnknownNameError as e:
+                lookups[(c, text)] = e
+        found = lookups[(c, text)]
+        if isinstance(found, UnknownNameError):
+            unknown.setdefault((c, text.lower()), [str(found), []])[1].append(rec["row"])
+        else:
+            rec[c] = found
     for c in ("weight_dtype", "kv_dtype"):
         text = cells.get(c, "").lower() or "bf16"
-        if text not in dtypes():
+        if text not in known_dtypes:
             bad.append((c, f"unknown dtype {cells.get(c, '')!r}; expected one of {sorted(dtypes())}"))
         rec[c] = text
     kind = cells.get("kind", "").lower() or "aggregated"
@@ -356,6 +375,105 @@ def _parse_concurrency(cells: dict, rec: dict) -> list[tuple[str, str]]:
     return []
 
 
+_DIGITS = r"[0-9]+"
+
+
+def _parse_fast(df: pd.DataFrame, cols: dict, lines: list[int]) -> list[dict] | None:
+    """:func:`parse_rows` for the common case, column by column; None as soon as any cell is not plainly
+    valid, so that the row-by-row parser can name every problem exactly. Gives the same records."""
+    n = len(df)
+
+    def text(c):
+        return (
+            df.iloc[:, cols[c]].astype(str).str.strip() if c in cols else pd.Series([""] * n, index=df.index)
+        )
+
+    found = {}
+    for c, getter in (("model", get_model), ("gpu", get_gpu), ("profile", get_profile)):
+        col = text(c)
+        if c == "profile":
+            col = col.where(col != "", DEFAULT_PROFILE)
+        specs = {}
+        for name in col.unique():
+            try:
+                specs[name] = getter(name) if name else None
+            except UnknownNameError:
+                return None
+        if any(v is None for v in specs.values()):
+            return None
+        found[c] = col.map(specs).tolist()
+    known_dtypes = dtypes()
+    for c in ("weight_dtype", "kv_dtype"):
+        col = text(c).str.lower()
+        col = col.where(col != "", "bf16")
+        if not col.isin(list(known_dtypes)).all():
+            return None
+        found[c] = col.tolist()
+    kind = text("kind").str.lower()
+    kind = kind.where(kind != "", "aggregated")
+    if not kind.isin(KINDS).all():
+        return None
+    agg = (kind == "aggregated").to_numpy()
+    numbers = {}
+    for c in ("isl", "osl", *LAYOUT_COLUMNS, "concurrency"):
+        col = text(c)
+        given = (col != "").to_numpy()
+        if not col[given].str.fullmatch(_DIGITS).all() or (col[given].str.len() > 15).any():
+            return None  # not plain digits, or so long that 2**53 needs checking: the careful parser
+        values = np.zeros(n, dtype=np.int64)
+        values[given] = col[given].astype(np.int64).to_numpy()
+        if (values[given] < (2 if c == "osl" else 1)).any():
+            return None
+        numbers[c] = (values, given)
+    if not (numbers["isl"][1].all() and numbers["osl"][1].all()):
+        return None
+    if not numbers["tp"][1][agg].all():
+        return None
+    for c in PD_COLUMNS:
+        if not numbers[c][1][~agg].all():
+            return None
+    reps, reps_given = numbers["replicas"]
+    reps = np.where(reps_given, reps, 1)
+    conc, conc_given = numbers["concurrency"]
+    instances = np.where(agg, reps, numbers["d_replicas"][0])
+    if (~conc_given & (instances * constant("max_num_seqs") > MAX_WHOLE)).any():
+        return None
+    for c in TP_COLUMNS:
+        used = agg if c == "tp" else ~agg
+        tps = numbers[c][0]
+        for m, g, t in {
+            (m.name, g.name, int(t))
+            for m, g, t, u in zip(found["model"], found["gpu"], tps, used, strict=True)
+            if u
+        }:
+            if tp_problem(get_model(m), t, get_gpu(g)):
+                return None
+    out = []
+    isl, osl = numbers["isl"][0].tolist(), numbers["osl"][0].tolist()
+    layout = {c: numbers[c][0].tolist() for c in LAYOUT_COLUMNS}
+    reps_l, conc_l, conc_g, agg_l = reps.tolist(), conc.tolist(), conc_given.tolist(), agg.tolist()
+    for i in range(n):
+        rec = {
+            "row": lines[i + 1],
+            "model": found["model"][i],
+            "gpu": found["gpu"][i],
+            "profile": found["profile"][i],
+            "weight_dtype": found["weight_dtype"][i],
+            "kv_dtype": found["kv_dtype"][i],
+            "kind": "aggregated" if agg_l[i] else "disaggregated",
+            "isl": isl[i],
+            "osl": osl[i],
+        }
+        if agg_l[i]:
+            rec["tp"], rec["replicas"] = layout["tp"][i], reps_l[i]
+        else:
+            for c in PD_COLUMNS:
+                rec[c] = layout[c][i]
+        rec["concurrency"] = conc_l[i] if conc_g[i] else None
+        out.append(rec)
+    return out
+
+
 def parse_rows(
     df: pd.DataFrame,
     name: str = "input",
@@ -371,11 +489,17 @@ def parse_rows(
     """
     lines = list(range(1, len(df) + 2)) if lines is None else list(lines)
     cols = _column_positions(df, name, lines[0], reserved)
+    fast = _parse_fast(df, cols, lines)
+    if fast is not None:
+        return fast
     problems, unknown, out = [], {}, []
-    for i in range(len(df)):
+    keys, positions = list(cols), list(cols.values())
+    values = df.to_numpy(dtype=object)  # one conversion, then plain row tuples
+    lookups: dict = {}  # (column, text) -> spec or error: each distinct name is looked up once
+    for i, row_values in enumerate(values):
         rec: dict = {"row": lines[i + 1]}
-        cells = {c: str(df.iat[i, k]).strip() for c, k in cols.items()}
-        bad = _parse_names(cells, rec, unknown)
+        cells = {c: str(row_values[k]).strip() for c, k in zip(keys, positions, strict=True)}
+        bad = _parse_names(cells, rec, unknown, lookups)
         bad += _parse_counts(cells, rec)
         bad += _parse_concurrency(cells, rec)
         problems += [f"{_where(name, rec['row'], c)}: {msg}" for c, msg in bad]
@@ -493,9 +617,12 @@ def predict_rows(records: list[dict], params) -> pd.DataFrame:
 
 
 def _store(res, status, idx, df, records, params) -> None:
+    """Copy the sweep ``df`` (rows in the order of ``idx``) into ``res``; rows it could not serve get the
+    reason in ``status`` instead (column-wise: one assignment per column, not per cell)."""
     from . import whatif  # deferred (see predict_rows)
 
     cols = {
+        "concurrency_used": "concurrency",
         "pred_output_tok_s": "output_tok_s",
         "pred_tok_s_per_gpu": "tok_s_per_gpu",
         "pred_tok_s_per_user": "tok_s_per_user",
@@ -503,24 +630,32 @@ def _store(res, status, idx, df, records, params) -> None:
         "pred_tpot_ms": "tpot_ms",
         "pred_max_batch": "max_batch",
     }
-    for k, i in enumerate(idx):
-        d = df.iloc[k]
-        if not bool(d["fits"]) or not np.isfinite(d["output_tok_s"]):
-            rec = records[i]
-            if rec["kind"] == "aggregated":
-                instances = [(rec["tp"], rec["osl"])]
-            else:  # the decode instance holds whole requests, the prefill instance one prompt
-                instances = [(rec["d_tp"], rec["osl"]), (rec["p_tp"], 0)]
-            reason = None
-            for tp, osl in instances:
-                reason = reason or whatif.insufficient_memory_reason(
-                    _setup(rec, params), tp=tp, isl=rec["isl"], osl=osl
-                )
-            status[i] = reason or "no prediction: the model returned no finite throughput for this row"
-            continue
-        res.loc[i, "concurrency_used"] = float(d["concurrency"])
-        for out, src in cols.items():
-            res.loc[i, out] = float(d[src])
+    idx = np.asarray(idx, dtype=int)
+    served = df["fits"].to_numpy(bool) & np.isfinite(df["output_tok_s"].to_numpy(float))
+    for out, src in cols.items():
+        column = res[out].to_numpy(float, copy=True)
+        column[idx[served]] = df[src].to_numpy(float)[served]
+        res[out] = column
+    capacity: dict = {}  # (setup, tp) -> KV tokens of one instance, or why its weights do not fit
+    for k in np.flatnonzero(~served):
+        i = int(idx[k])
+        rec = records[i]
+        if rec["kind"] == "aggregated":
+            instances = [(rec["tp"], rec["osl"])]
+        else:  # the decode instance holds whole requests, the prefill instance one prompt
+            instances = [(rec["d_tp"], rec["osl"]), (rec["p_tp"], 0)]
+        reason = None
+        for tp, osl in instances:
+            setup = _setup(rec, params)
+            if (setup, tp) not in capacity:  # with isl = osl = 0 only the weights can fail to fit
+                fits = whatif.insufficient_memory_reason(setup, tp=tp, isl=0, osl=0)
+                capacity[(setup, tp)] = fits or float(whatif.kv_capacity_tokens(setup, tp=tp))
+            cap = capacity[(setup, tp)]
+            if isinstance(cap, str):
+                reason = reason or cap
+            elif cap < rec["isl"] + osl:
+                reason = reason or kvcache.short_of_tokens(setup.model, setup.gpu, tp, cap, rec["isl"] + osl)
+        status[i] = reason or "no prediction: the model returned no finite throughput for this row"
 
 
 def _output_problem(path: str, inputs: tuple[str, ...] = ()) -> str | None:

@@ -109,11 +109,18 @@ def check_deployment_fits(
         )
     cap = float(kv_capacity_tokens(model, gpu, tp, **memory, weight_dtype=weight_dtype, kv_dtype=kv_dtype))
     if cap < isl + osl:
-        raise InsufficientMemoryError(
-            f"{model.name} at TP{tp} on {gpu.name} holds {cap:.0f} KV tokens, fewer than one request of "
-            f"{isl + osl} tokens"
-        )
+        raise InsufficientMemoryError(short_of_tokens(model, gpu, tp, cap, isl + osl))
     return cap
+
+
+def short_of_tokens(
+    model: ModelSpec, gpu: GpuSpec, tp: int, capacity_tokens: float, request_tokens: int
+) -> str:
+    """The message for an instance whose KV cache holds fewer tokens than one request needs."""
+    return (
+        f"{model.name} at TP{tp} on {gpu.name} holds {capacity_tokens:.0f} KV tokens, fewer than one request "
+        f"of {request_tokens} tokens"
+    )
 
 
 def derived_alpha(max_batch_requests, tp):

@@ -236,6 +236,19 @@ def insufficient_memory_reason(setup: Setup, *, tp, isl, osl) -> str | None:
     return None
 
 
+def kv_capacity_tokens(setup: Setup, *, tp) -> float:
+    """KV-cache tokens one instance at ``tp`` holds (:func:`kvcache.kv_capacity_tokens` for ``setup``)."""
+    return kvcache.kv_capacity_tokens(
+        setup.model,
+        setup.gpu,
+        tp,
+        gpu_memory_utilization=setup.profile.gpu_memory_utilization,
+        memory_reserve_bytes=setup.params.memory_reserve_gib * GIB,
+        weight_dtype=setup.weight_dtype,
+        kv_dtype=setup.kv_dtype,
+    )
+
+
 def sweep(
     setup: Setup, *, tp, replicas=1, concurrency=None, isl, osl, features: Features = ALL_FEATURES
 ) -> pd.DataFrame:
