@@ -20,17 +20,17 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
 from scipy.optimize import least_squares
 
+from .calibrated import CALIBRATED_FILE, calibrated_params  # noqa: F401 (the stored fit, re-exported)
 from .fullmodel import predict_measurements
 from .measurements import load_measurements
-from .paths import data_dir, read_table
+from .paths import data_dir
 from .setup import ALL_FEATURES, FITTED_PARAMETERS, Features, ModelParams
-from .specs import SpecError, parameter_facts
+from .specs import parameter_facts
 
 LATENCY_WEIGHT = 1.0  # weight of a TPOT residual relative to a throughput residual
 TTFT_WEIGHT = 1.0  # weight of a lone-prefill TTFT residual (concurrency 1); loaded TTFTs are never fitted
@@ -354,9 +354,6 @@ def replace_params(params: ModelParams, **kw) -> ModelParams:
     return dataclasses.replace(params, **kw)
 
 
-CALIBRATED_FILE = "calibrated_parameters.csv"
-
-
 def write_calibrated(result: FitResult, path=None) -> None:
     """Store a fit in ``data/calibrated_parameters.csv`` (the project command ``make calibrate``)."""
     path = path or data_dir() / CALIBRATED_FILE
@@ -364,39 +361,6 @@ def write_calibrated(result: FitResult, path=None) -> None:
     table["fitted"] = table["fitted"].map(lambda v: f"{v:.6g}")
     table["stderr"] = table["stderr"].map(lambda v: f"{v:.3g}")
     table[["parameter", "fitted", "stderr", "unit", "at_bound"]].to_csv(path, index=False)
-
-
-def calibrated_params(path=None) -> ModelParams:
-    """The calibrated parameters stored by ``make calibrate`` (fixed ones at their nominal values)."""
-    path = path or data_dir() / CALIBRATED_FILE
-    if not Path(path).exists():
-        raise SpecError(f"{path}: no calibrated parameters; run `make calibrate`")
-    table = read_table(path, SpecError)
-    for col in ("parameter", "fitted"):
-        if col not in table.columns:
-            raise SpecError(
-                f"{path}: no column {col!r} (columns: {list(table.columns)}); run `make calibrate`"
-            )
-    facts = parameter_facts()
-    values = {}
-    for i, (name, text) in enumerate(zip(table["parameter"], table["fitted"], strict=True)):
-        row = i + 2
-        if name in values:
-            raise SpecError(f"{path}, row {row}: parameter {name!r} given twice")
-        try:
-            v = float(text)
-        except ValueError:
-            raise SpecError(f"{path}, row {row}, column 'fitted': {text!r} is not a number") from None
-        if name in facts and not facts[name].low <= v <= facts[name].high:
-            raise SpecError(
-                f"{path}, row {row}: {name} = {v} is outside its plausible range "
-                f"[{facts[name].low}, {facts[name].high}]; run `make calibrate`"
-            )
-        values[name] = v
-    missing = [n for n in FITTED_PARAMETERS if n not in values]
-    if missing:
-        raise SpecError(f"{path}: missing calibrated parameter(s) {missing}; run `make calibrate`")
-    return ModelParams.nominal().with_fitted([values[n] for n in FITTED_PARAMETERS])
 
 
 def main() -> None:

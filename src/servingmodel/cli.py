@@ -375,53 +375,48 @@ def _parse_concurrency(cells: dict, rec: dict) -> list[tuple[str, str]]:
     return []
 
 
-_DIGITS = r"[0-9]+"
-
-
 def _parse_fast(df: pd.DataFrame, cols: dict, lines: list[int]) -> list[dict] | None:
     """:func:`parse_rows` for the common case, column by column; None as soon as any cell is not plainly
     valid, so that the row-by-row parser can name every problem exactly. Gives the same records."""
     n = len(df)
+    blank = [""] * n
 
     def text(c):
-        return (
-            df.iloc[:, cols[c]].astype(str).str.strip() if c in cols else pd.Series([""] * n, index=df.index)
-        )
+        return [str(v).strip() for v in df.iloc[:, cols[c]].tolist()] if c in cols else blank
 
     found = {}
     for c, getter in (("model", get_model), ("gpu", get_gpu), ("profile", get_profile)):
         col = text(c)
         if c == "profile":
-            col = col.where(col != "", DEFAULT_PROFILE)
+            col = [v or DEFAULT_PROFILE for v in col]
         specs = {}
-        for name in col.unique():
+        for name in set(col):
             try:
                 specs[name] = getter(name) if name else None
             except UnknownNameError:
                 return None
         if any(v is None for v in specs.values()):
             return None
-        found[c] = col.map(specs).tolist()
+        found[c] = [specs[v] for v in col]
     known_dtypes = dtypes()
     for c in ("weight_dtype", "kv_dtype"):
-        col = text(c).str.lower()
-        col = col.where(col != "", "bf16")
-        if not col.isin(list(known_dtypes)).all():
+        col = [v.lower() or "bf16" for v in text(c)]
+        if not set(col) <= set(known_dtypes):
             return None
-        found[c] = col.tolist()
-    kind = text("kind").str.lower()
-    kind = kind.where(kind != "", "aggregated")
-    if not kind.isin(KINDS).all():
+        found[c] = col
+    kind = [v.lower() or "aggregated" for v in text("kind")]
+    if not set(kind) <= set(KINDS):
         return None
-    agg = (kind == "aggregated").to_numpy()
+    agg = np.array([k == "aggregated" for k in kind], dtype=bool)
     numbers = {}
     for c in ("isl", "osl", *LAYOUT_COLUMNS, "concurrency"):
         col = text(c)
-        given = (col != "").to_numpy()
-        if not col[given].str.fullmatch(_DIGITS).all() or (col[given].str.len() > 15).any():
+        given = np.array([v != "" for v in col], dtype=bool)
+        cells = [v for v in col if v]
+        if not all(v.isdigit() and v.isascii() and len(v) <= 15 for v in cells):
             return None  # not plain digits, or so long that 2**53 needs checking: the careful parser
         values = np.zeros(n, dtype=np.int64)
-        values[given] = col[given].astype(np.int64).to_numpy()
+        values[given] = np.array(cells, dtype=np.int64) if cells else []
         if (values[given] < (2 if c == "osl" else 1)).any():
             return None
         numbers[c] = (values, given)
@@ -432,26 +427,20 @@ def _parse_fast(df: pd.DataFrame, cols: dict, lines: list[int]) -> list[dict] | 
     for c in PD_COLUMNS:
         if not numbers[c][1][~agg].all():
             return None
-    reps, reps_given = numbers["replicas"]
-    reps = np.where(reps_given, reps, 1)
+    reps = np.where(numbers["replicas"][1], numbers["replicas"][0], 1)
     conc, conc_given = numbers["concurrency"]
     instances = np.where(agg, reps, numbers["d_replicas"][0])
     if (~conc_given & (instances * constant("max_num_seqs") > MAX_WHOLE)).any():
         return None
     for c in TP_COLUMNS:
         used = agg if c == "tp" else ~agg
-        tps = numbers[c][0]
-        for m, g, t in {
-            (m.name, g.name, int(t))
-            for m, g, t, u in zip(found["model"], found["gpu"], tps, used, strict=True)
-            if u
-        }:
-            if tp_problem(get_model(m), t, get_gpu(g)):
-                return None
-    out = []
+        pairs = set(zip(found["model"], found["gpu"], numbers[c][0].tolist(), used.tolist(), strict=True))
+        if any(u and tp_problem(m, t, g) for m, g, t, u in pairs):
+            return None
     isl, osl = numbers["isl"][0].tolist(), numbers["osl"][0].tolist()
     layout = {c: numbers[c][0].tolist() for c in LAYOUT_COLUMNS}
     reps_l, conc_l, conc_g, agg_l = reps.tolist(), conc.tolist(), conc_given.tolist(), agg.tolist()
+    out = []
     for i in range(n):
         rec = {
             "row": lines[i + 1],
@@ -646,15 +635,25 @@ def _store(res, status, idx, df, records, params) -> None:
             instances = [(rec["d_tp"], rec["osl"]), (rec["p_tp"], 0)]
         reason = None
         for tp, osl in instances:
-            setup = _setup(rec, params)
-            if (setup, tp) not in capacity:  # with isl = osl = 0 only the weights can fail to fit
+            key = (
+                rec["model"].name,
+                rec["gpu"].name,
+                rec["profile"].name,
+                rec["weight_dtype"],
+                rec["kv_dtype"],
+                tp,
+            )
+            if key not in capacity:  # with isl = osl = 0 only the weights can fail to fit
+                setup = _setup(rec, params)
                 fits = whatif.insufficient_memory_reason(setup, tp=tp, isl=0, osl=0)
-                capacity[(setup, tp)] = fits or float(whatif.kv_capacity_tokens(setup, tp=tp))
-            cap = capacity[(setup, tp)]
+                capacity[key] = fits or float(whatif.kv_capacity_tokens(setup, tp=tp))
+            cap = capacity[key]
             if isinstance(cap, str):
                 reason = reason or cap
             elif cap < rec["isl"] + osl:
-                reason = reason or kvcache.short_of_tokens(setup.model, setup.gpu, tp, cap, rec["isl"] + osl)
+                reason = reason or kvcache.short_of_tokens(
+                    rec["model"], rec["gpu"], tp, cap, rec["isl"] + osl
+                )
         status[i] = reason or "no prediction: the model returned no finite throughput for this row"
 
 
@@ -676,20 +675,46 @@ def _output_problem(path: str, inputs: tuple[str, ...] = ()) -> str | None:
     return None
 
 
+def _render_csv(df: pd.DataFrame, float_format: str | None):
+    """The lines of ``df`` as CSV, as pandas' ``to_csv(index=False)`` writes them, column by column:
+    floats by ``float_format`` (None: the shortest exact form), missing values empty, text quoted
+    where it must be."""
+    columns = []
+    for name in df.columns:
+        col = df[name]
+        values = col.tolist()
+        if pd.api.types.is_float_dtype(col.dtype):
+            fmt = (lambda v: repr(v)) if float_format is None else (lambda v: float_format % v)
+            columns.append(["" if v != v else fmt(v) for v in values])
+        else:
+            columns.append(
+                ["" if v is None or v is pd.NA or (isinstance(v, float) and v != v) else v for v in values]
+            )
+    buf = io.StringIO()
+    writer = csv.writer(buf, lineterminator="\n")
+    writer.writerow(df.columns)
+    yield buf.getvalue()
+    for start in range(0, len(df), 10_000):
+        buf.seek(0)
+        buf.truncate()
+        writer.writerows(zip(*(c[start : start + 10_000] for c in columns), strict=True))
+        yield buf.getvalue()
+
+
 def _write(df: pd.DataFrame, path: str, float_format: str | None = "%.6g") -> None:
     """Write ``df`` as CSV (predictions to 6 significant digits; ``float_format`` None keeps full
     precision), atomically: into a temporary file beside ``path``, renamed over it only when complete,
     so a failed write never leaves a truncated file or changes an existing one.
     """
     if path == "-":
-        df.to_csv(sys.stdout, index=False, float_format=float_format)
+        sys.stdout.writelines(_render_csv(df, float_format))
         return
     out = Path(path)
     out.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent)
-    os.close(fd)
     try:
-        df.to_csv(tmp, index=False, float_format=float_format)
+        with os.fdopen(fd, "w", encoding="utf-8", newline="") as fh:
+            fh.writelines(_render_csv(df, float_format))
         os.replace(tmp, out)
     finally:
         if os.path.exists(tmp):
@@ -723,7 +748,7 @@ def replay_ttft(records: list[dict], pred: pd.DataFrame, params) -> pd.Series:
 
 
 def cmd_predict(args) -> int:
-    from .calibrate import calibrated_params  # deferred (see predict_rows)
+    from .calibrated import calibrated_params  # deferred (see predict_rows)
 
     name = Path(args.input).name if args.input != "-" else "stdin"
     problem = _output_problem(args.output, (args.input,))
@@ -745,7 +770,7 @@ def cmd_predict(args) -> int:
 
 def cmd_reproduce(args) -> int:
     # deferred (see predict_rows)
-    from .calibrate import calibrated_params
+    from .calibrated import calibrated_params
     from .fullmodel import PRED_COLUMNS, predict_measurements
     from .measurements import DEPLOYMENT_COLUMNS, load_measurements
     from .stepsim import replay_measurements, with_replayed_ttft

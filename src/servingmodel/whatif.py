@@ -32,7 +32,7 @@ import numpy as np
 import pandas as pd
 
 from . import checks, disagg, kvcache
-from .calibrate import calibrated_params
+from .calibrated import calibrated_params
 from .fullmodel import instance_arrays, make_instance, predict_arrays
 from .layout import Layout
 from .measurements import deployment_label

@@ -63,12 +63,11 @@ def test_a_failed_write_leaves_the_previous_output_whole(tmp_path, monkeypatch):
     src, out = write(tmp_path, "\n".join([HEADER, ROW.format("x")]) + "\n"), tmp_path / "out.csv"
     out.write_text("previous output\n", encoding="utf-8")
 
-    def half_written(self, path_or_buf=None, *args, **kwargs):
-        with open(path_or_buf, "w", encoding="utf-8") as fh:
-            fh.write("model,gp")  # then the disk fills up
+    def half_written(df, float_format):
+        yield "model,gp"  # then the disk fills up
         raise OSError(28, "No space left on device")
 
-    monkeypatch.setattr(pd.DataFrame, "to_csv", half_written)
+    monkeypatch.setattr(cli, "_render_csv", half_written)
     assert cli.main(["predict", str(src), "-o", str(out)]) == cli.EXIT_FAILURE
     assert out.read_text(encoding="utf-8") == "previous output\n"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["in.csv", "out.csv"], "no temporary file is left"
