@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import dataclasses
 import io
 import os
 import sys
@@ -34,6 +35,7 @@ from .specs import (
     gpu_names,
     model_names,
     profiles,
+    schema,
     tp_problem,
 )
 
@@ -55,6 +57,7 @@ OPTIONAL = (
     "d_tp",
     "d_replicas",
     "profile",
+    "gpu_memory_utilization",
 )
 PD_COLUMNS = ("p_tp", "p_replicas", "d_tp", "d_replicas")
 LAYOUT_COLUMNS = ("tp", "replicas", *PD_COLUMNS)
@@ -120,6 +123,10 @@ as written):
                 given, a whole number >= 1).
   profile       deployment profile (default {DEFAULT_PROFILE}): GPU memory utilisation, CPU cores,
                 routing, whether the CPU limit binds. See `servingmodel profiles`.
+  gpu_memory_utilization
+                overrides the profile's share of each GPU's memory the engine may claim, for this
+                row (a number in the plausible range of data/schema.csv, 0.05 to 1). A row that
+                cannot hold one request says in `status` which utilisation (or TP) would hold it.
   Empty cells take the default. Whole numbers may be written 4 or 4.0, and must be at most
   2**53 = 9007199254740992 (the largest range of exact whole numbers in floating point).
   Every row must have as many fields as the header; blank lines are skipped.
@@ -380,6 +387,8 @@ def _parse_fast(df: pd.DataFrame, cols: dict, lines: list[int]) -> list[dict] | 
     valid, so that the row-by-row parser can name every problem exactly. Gives the same records."""
     n = len(df)
     blank = [""] * n
+    if "gpu_memory_utilization" in cols:
+        return None  # a per-row profile: the careful parser
 
     def text(c):
         return [str(v).strip() for v in df.iloc[:, cols[c]].tolist()] if c in cols else blank
@@ -463,6 +472,28 @@ def _parse_fast(df: pd.DataFrame, cols: dict, lines: list[int]) -> list[dict] | 
     return out
 
 
+def _parse_memory_utilization(cells: dict, rec: dict) -> list[tuple[str, str]]:
+    """A ``gpu_memory_utilization`` cell replaces the row's profile by one with that utilisation."""
+    text = cells.get("gpu_memory_utilization", "")
+    if not text:
+        return []
+    spec = schema()[("profiles.csv", "gpu_memory_utilization")]
+    try:
+        u = float(Decimal(text))
+    except InvalidOperation:
+        return [("gpu_memory_utilization", f"{text!r} is not a number")]
+    if not (spec.low <= u <= spec.high):
+        return [
+            (
+                "gpu_memory_utilization",
+                f"must be in [{spec.low:g}, {spec.high:g}] ({spec.reason}), got {text!r}",
+            )
+        ]
+    if "profile" in rec:
+        rec["profile"] = dataclasses.replace(rec["profile"], gpu_memory_utilization=u)
+    return []
+
+
 def parse_rows(
     df: pd.DataFrame,
     name: str = "input",
@@ -491,6 +522,7 @@ def parse_rows(
         bad = _parse_names(cells, rec, unknown, lookups)
         bad += _parse_counts(cells, rec)
         bad += _parse_concurrency(cells, rec)
+        bad += _parse_memory_utilization(cells, rec)
         problems += [f"{_where(name, rec['row'], c)}: {msg}" for c, msg in bad]
         out.append(rec)
     names = []  # unknown names first: their message lists the known ones
@@ -553,13 +585,8 @@ def predict_rows(records: list[dict], params) -> pd.DataFrame:
         if reason:
             status[i] = reason
         elif rec["kind"] == "aggregated":
-            key = (
-                rec["model"].name,
-                rec["gpu"].name,
-                rec["profile"].name,
-                rec["weight_dtype"],
-                rec["kv_dtype"],
-            )
+            # the profile itself, not its name: a gpu_memory_utilization column makes per-row profiles
+            key = (rec["model"].name, rec["gpu"].name, rec["profile"], rec["weight_dtype"], rec["kv_dtype"])
             groups.setdefault(key, []).append(i)
     for idx in groups.values():
         setup = _setup(records[idx[0]], params)
@@ -625,7 +652,8 @@ def _store(res, status, idx, df, records, params) -> None:
         column = res[out].to_numpy(float, copy=True)
         column[idx[served]] = df[src].to_numpy(float)[served]
         res[out] = column
-    capacity: dict = {}  # (setup, tp) -> KV tokens of one instance, or why its weights do not fit
+    capacity: dict = {}  # (names, dtypes, tp) -> (setup, why the weights do not fit or KV tokens, fit terms)
+    known_profiles = profiles()
     for k in np.flatnonzero(~served):
         i = int(idx[k])
         rec = records[i]
@@ -638,7 +666,7 @@ def _store(res, status, idx, df, records, params) -> None:
             key = (
                 rec["model"].name,
                 rec["gpu"].name,
-                rec["profile"].name,
+                rec["profile"],
                 rec["weight_dtype"],
                 rec["kv_dtype"],
                 tp,
@@ -646,14 +674,18 @@ def _store(res, status, idx, df, records, params) -> None:
             if key not in capacity:  # with isl = osl = 0 only the weights can fail to fit
                 setup = _setup(rec, params)
                 fits = whatif.insufficient_memory_reason(setup, tp=tp, isl=0, osl=0)
-                capacity[key] = fits or float(whatif.kv_capacity_tokens(setup, tp=tp))
-            cap = capacity[key]
-            if isinstance(cap, str):
-                reason = reason or cap
-            elif cap < rec["isl"] + osl:
-                reason = reason or kvcache.short_of_tokens(
-                    rec["model"], rec["gpu"], tp, cap, rec["isl"] + osl
+                cap = fits or float(whatif.kv_capacity_tokens(setup, tp=tp))
+                capacity[key] = (setup, cap, whatif.fit_terms(setup, tp=tp))
+            setup, cap, terms = capacity[key]
+            tokens = rec["isl"] + osl
+            if reason is None and (isinstance(cap, str) or cap < tokens):
+                why = (
+                    cap
+                    if isinstance(cap, str)
+                    else kvcache.short_of_tokens(rec["model"], rec["gpu"], tp, cap, tokens)
                 )
+                hint = whatif.fit_hint(setup, terms, tp=tp, request_tokens=tokens, profiles=known_profiles)
+                reason = f"{why}; {hint}"
         status[i] = reason or "no prediction: the model returned no finite throughput for this row"
 
 

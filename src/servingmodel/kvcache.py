@@ -113,6 +113,23 @@ def check_deployment_fits(
     return cap
 
 
+def utilization_needed(
+    model: ModelSpec,
+    gpu: GpuSpec,
+    tp,
+    *,
+    request_tokens,
+    memory_reserve_bytes: float,
+    weight_dtype: str = "bf16",
+    kv_dtype: str = "bf16",
+):
+    """The ``gpu_memory_utilization`` at which one instance holds one request of ``request_tokens``:
+    (weight shard + reserve + the request's KV cache) / the GPU's memory. Above 1, no utilisation does."""
+    kv = np.asarray(request_tokens, float) * kv_bytes_per_token_per_gpu(model, tp, kv_dtype=kv_dtype)
+    need = weight_bytes_per_gpu(model, tp, weight_dtype=weight_dtype) + memory_reserve_bytes + kv
+    return need / gpu.memory_bytes
+
+
 def short_of_tokens(
     model: ModelSpec, gpu: GpuSpec, tp: int, capacity_tokens: float, request_tokens: int
 ) -> str:

@@ -27,6 +27,7 @@ Every function takes a :class:`~servingmodel.setup.Setup` first;
 from __future__ import annotations
 
 import dataclasses
+from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
@@ -234,6 +235,47 @@ def insufficient_memory_reason(setup: Setup, *, tp, isl, osl) -> str | None:
     except kvcache.InsufficientMemoryError as e:
         return str(e)
     return None
+
+
+@dataclass(frozen=True)
+class FitTerms:
+    """What decides whether one instance holds one request: the bytes per GPU that do not depend on
+    the request (weight shard and reserve), the KV bytes per token per GPU, the GPU's memory, and the
+    KV capacity of each larger TP inside one node."""
+
+    fixed_bytes: float
+    kv_bytes_per_token: float
+    memory_bytes: float
+    larger_tps: tuple  # ((tp, KV tokens it holds), ...) at the setup's profile
+
+
+def fit_terms(setup: Setup, *, tp: int) -> FitTerms:
+    """:class:`FitTerms` of one instance at ``tp`` for ``setup`` (compute once, use for many rows)."""
+    m, g = setup.model, setup.gpu
+    fixed = float(kvcache.weight_bytes_per_gpu(m, tp, weight_dtype=setup.weight_dtype))
+    fixed += setup.params.memory_reserve_gib * GIB
+    kvpt = float(kvcache.kv_bytes_per_token_per_gpu(m, tp, kv_dtype=setup.kv_dtype))
+    larger = tuple((t, float(kv_capacity_tokens(setup, tp=t))) for t in node_tps(m, g) if t > tp)
+    return FitTerms(fixed, kvpt, g.memory_bytes, larger)
+
+
+def fit_hint(setup: Setup, terms: FitTerms, *, tp: int, request_tokens: int, profiles: dict) -> str:
+    """What would make an instance at ``tp`` hold one request of ``request_tokens``: the memory
+    utilisation it needs, (weights + reserve + the request's KV cache) / memory, and a profile of
+    ``profiles`` that has it; above 1, the smallest larger TP inside one node that holds it."""
+    need = (terms.fixed_bytes + request_tokens * terms.kv_bytes_per_token) / terms.memory_bytes
+    if need <= 1:
+        having = sorted(n for n, p in profiles.items() if p.gpu_memory_utilization >= need)
+        where = f" (profile {', '.join(having)} has it)" if having else ""
+        return (
+            f"it fits with gpu_memory_utilization >= {need:.3f}, above the {setup.profile.name} profile's "
+            f"{setup.profile.gpu_memory_utilization:g}{where}; give a gpu_memory_utilization column or "
+            "choose such a profile"
+        )
+    for t, cap in terms.larger_tps:
+        if cap >= request_tokens:
+            return f"no memory utilisation fits at TP{tp}; TP{t} holds one request"
+    return f"no memory utilisation or TP inside one {setup.gpu.name} node holds one request"
 
 
 def kv_capacity_tokens(setup: Setup, *, tp) -> float:

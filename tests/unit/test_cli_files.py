@@ -126,3 +126,39 @@ def test_reproduce_on_a_broken_measurement_file_names_it(data_copy, capsys, tmp_
     assert cli.main(["reproduce", "-o", str(tmp_path / "rep.csv")]) == cli.EXIT_BAD_INPUT
     err = capsys.readouterr().err
     assert meas.name in err and "row" in err and "Traceback" not in err, err
+
+
+def test_a_row_that_does_not_fit_says_what_would_make_it_fit(tmp_path):
+    """The benchmark's TP2 pods under the default profile (utilisation 0.9): the status names the
+    utilisation that holds one request and the profile that has it; TP1 names the TP that fits."""
+    text = "\n".join(
+        [
+            "model,gpu,tp,isl,osl,concurrency",
+            "Llama-3.1-70B,H100,2,10000,1000,8",
+            "Llama-3.1-70B,H100,1,10000,1000,8",
+        ]
+    )
+    src, out = write(tmp_path, text + "\n"), tmp_path / "out.csv"
+    assert cli.main(["predict", str(src), "-o", str(out)]) == cli.EXIT_OK
+    status = pd.read_csv(out)["status"].tolist()
+    assert "gpu_memory_utilization >= 0.9" in status[0] and "llm-d-standalone" in status[0], status[0]
+    assert "TP4 holds one request" in status[1], status[1]
+
+
+def test_a_gpu_memory_utilization_column_overrides_the_profile_per_row(tmp_path, capsys):
+    text = "\n".join(
+        [
+            "model,gpu,tp,isl,osl,concurrency,gpu_memory_utilization",
+            "Llama-3.1-70B,H100,2,10000,1000,8,",
+            "Llama-3.1-70B,H100,2,10000,1000,8,0.95",
+        ]
+    )
+    src, out = write(tmp_path, text + "\n"), tmp_path / "out.csv"
+    assert cli.main(["predict", str(src), "-o", str(out)]) == cli.EXIT_OK
+    got = pd.read_csv(out)
+    assert got["status"].tolist()[1] == "ok" and got["status"].tolist()[0] != "ok"
+    bad = write(
+        tmp_path, "model,gpu,tp,isl,osl,gpu_memory_utilization\nLlama-3.1-70B,H100,4,100,100,1.5\n", "b.csv"
+    )
+    assert cli.main(["predict", str(bad), "-o", str(tmp_path / "b_out.csv")]) == cli.EXIT_BAD_INPUT
+    assert "row 2, column 'gpu_memory_utilization'" in capsys.readouterr().err
