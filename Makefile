@@ -31,7 +31,7 @@ PYTHON ?= $(shell command -v python3.11 2>/dev/null || command -v python3)
 # Top-level dependencies; requirements.txt is their full, exact lock.
 TOP_DEPS := jupyter-book==1.0.4.post1 numpy pandas scipy seaborn matplotlib \
             nbval pytest hypothesis ipykernel \
-            sphinx-mathjax-offline ruff import-linter jupytext playwright pint
+            sphinx-mathjax-offline ruff import-linter jupytext playwright pint tqdm
 
 # Chapters are book/NN_slug.ipynb; book/_template.ipynb is not one.
 CHAPTERS := $(sort $(wildcard book/[0-9][0-9]_*.ipynb))

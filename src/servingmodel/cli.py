@@ -73,6 +73,9 @@ OUTPUT_COLUMNS = (
     "status",
 )
 REPLAY_COLUMN = "ttft_model"  # added after pred_ttft_ms by --replay
+# The replay runs prompts_per_slot x C requests (about 0.3 ms each, three seeds behind a router):
+# up to this concurrency a replayed row costs at most about a second on a 2-core machine.
+REPLAY_MAX_CONCURRENCY = 1024
 MAX_REPORTED = 20
 # Every whole number up to 2**53 is exactly a float (53-bit significand); larger counts would be rounded
 # silently, and overflow the 64-bit integers of the output.
@@ -137,8 +140,10 @@ output: every input column unchanged, then
   `ok`, or why the row has no prediction (e.g. the GPUs cannot hold the weights plus one
   request's KV cache). Rows are never dropped or reordered.
   pred_ttft_ms is the mean-field model's; with --replay it is the step-level replay's (the
-  book's TTFT model) on aggregated rows with a concurrency, and a column ttft_model after it
-  says which model gave it (replay or mean field). --replay replaces pred_ttft_ms only: the
+  book's TTFT model) on aggregated rows with a concurrency of at most 1024 (a row then costs
+  at most about a second), and a column ttft_model after it says which model gave it (replay,
+  or mean field and why); a progress bar on standard error counts the replayed rows (when it is a
+  terminal). --replay replaces pred_ttft_ms only: the
   other columns (pred_output_tok_s, pred_tok_s_per_gpu, pred_tok_s_per_user, pred_tpot_ms)
   stay the mean-field model's, so on a replayed row pred_ttft_ms and the throughputs come from
   two different models and need not be consistent with each other.
@@ -757,16 +762,27 @@ def replay_ttft(records: list[dict], pred: pd.DataFrame, params) -> pd.Series:
     """Which model gives each row's TTFT, replacing ``pred_ttft_ms`` by the step replay's where it applies.
 
     The replay (chapter 08) runs the benchmark's closed loop through vLLM's
-    scheduler; it applies to aggregated rows with a concurrency that fit.
-    Other rows keep the mean-field TTFT.
+    scheduler; it applies to aggregated rows with a concurrency of at most
+    :data:`REPLAY_MAX_CONCURRENCY` that fit, so that a row costs at most about
+    a second. Other rows keep the mean-field TTFT, and ``ttft_model`` says
+    why. A progress bar on standard error counts the replayed rows.
     """
-    from .layout import Layout  # deferred (see predict_rows)
+    from tqdm import tqdm  # deferred (see predict_rows)
+
+    from .layout import Layout
     from .stepsim import replay_point
 
     source = pd.Series("mean field", index=pred.index)
+    todo = []
     for i, rec in enumerate(records):
         if rec["kind"] != "aggregated" or rec["concurrency"] is None or pred.loc[i, "status"] != "ok":
             continue
+        if rec["concurrency"] > REPLAY_MAX_CONCURRENCY:
+            source[i] = f"mean field (the replay is limited to concurrency {REPLAY_MAX_CONCURRENCY})"
+            continue
+        todo.append(i)
+    for i in tqdm(todo, desc="replaying", unit="row", file=sys.stderr, disable=None):
+        rec = records[i]
         run = replay_point(
             _setup(rec, params),
             Layout("aggregated", tp=int(rec["tp"]), replicas=int(rec["replicas"])),
@@ -884,7 +900,9 @@ def build_parser() -> argparse.ArgumentParser:
         "--replay",
         action="store_true",
         help="take pred_ttft_ms from the step-level replay of the closed loop (the book's TTFT "
-        "model, chapter 08) on aggregated rows with a concurrency, and add a column ttft_model "
+        "model, chapter 08) on aggregated rows with a concurrency of at most "
+        f"{REPLAY_MAX_CONCURRENCY} (a second per row at most; above it the row keeps the mean-field "
+        "TTFT), and add a column ttft_model "
         "(replay or mean field) after it; slower, about a second per row at high concurrency. "
         "Only pred_ttft_ms changes: the throughputs and pred_tpot_ms stay the mean-field "
         "model's, so a replayed row mixes two models and its TTFT need not be consistent with "

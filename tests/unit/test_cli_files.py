@@ -162,3 +162,14 @@ def test_a_gpu_memory_utilization_column_overrides_the_profile_per_row(tmp_path,
     )
     assert cli.main(["predict", str(bad), "-o", str(tmp_path / "b_out.csv")]) == cli.EXIT_BAD_INPUT
     assert "row 2, column 'gpu_memory_utilization'" in capsys.readouterr().err
+
+
+def test_replay_is_limited_to_rows_it_can_replay_in_about_a_second(tmp_path):
+    text = "model,gpu,tp,replicas,isl,osl,concurrency\n" + "".join(
+        f"Llama-3.1-8B,H100,1,1,100,100,{c}\n" for c in (8, cli.REPLAY_MAX_CONCURRENCY + 1)
+    )
+    src, out = write(tmp_path, text), tmp_path / "out.csv"
+    assert cli.main(["predict", str(src), "-o", str(out), "--replay"]) == cli.EXIT_OK
+    source = pd.read_csv(out)["ttft_model"].tolist()
+    assert source[0] == "replay"
+    assert source[1].startswith("mean field") and str(cli.REPLAY_MAX_CONCURRENCY) in source[1]
