@@ -189,17 +189,33 @@ def _expand(instance: Instance, idx, k):
     )
 
 
+#: Instance throughputs evaluated at once by the random-routing solution (points x requests), which
+#: bounds its memory whatever the number of points and their concurrency.
+RANDOM_ROUTING_CHUNK = 2_000_000
+
+
 def _random_routing_total(instance: Instance, concurrency, replicas, idx) -> np.ndarray:
     """Exact random-routing throughput for the points ``idx`` (product-form closed network)."""
-    c = np.asarray(concurrency, float)[idx].astype(int)
-    r = np.asarray(replicas, float)[idx].astype(int)
-    kmax = int(c.max())
-    k = np.arange(1, kmax + 1, dtype=float)[None, :]
-    tok = np.asarray(_expand(instance, idx, k).tok_s(np.broadcast_to(k, (len(idx), kmax))), float)
+    c_all = np.asarray(concurrency, float)[idx].astype(int)
+    r_all = np.asarray(replicas, float)[idx].astype(int)
     out = np.empty(len(idx))
-    for i in range(len(idx)):
-        p = routing.random_routing_occupancy(c[i], r[i], lambda kk, row=tok[i]: row[: len(kk)])
-        out[i] = r[i] * np.dot(p[1:], tok[i, : c[i]])
+    order = np.argsort(c_all, kind="stable")  # similar concurrencies together: chunks stay rectangular
+    start = 0
+    while start < len(order):
+        kmax = int(c_all[order[start]])
+        stop = start + 1
+        while stop < len(order) and (stop - start + 1) * int(c_all[order[stop]]) <= RANDOM_ROUTING_CHUNK:
+            kmax = int(c_all[order[stop]])
+            stop += 1
+        part = order[start:stop]
+        sel = np.asarray(idx)[part]
+        k = np.arange(1, kmax + 1, dtype=float)[None, :]
+        tok = np.asarray(_expand(instance, sel, k).tok_s(np.broadcast_to(k, (len(sel), kmax))), float)
+        for j, i in enumerate(part):
+            c, r = c_all[i], r_all[i]
+            p = routing.random_routing_occupancy(c, r, lambda kk, row=tok[j]: row[: len(kk)])
+            out[i] = r * np.dot(p[1:], tok[j, :c])
+        start = stop
     return out
 
 

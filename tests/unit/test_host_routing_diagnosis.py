@@ -238,3 +238,19 @@ def test_occupancy_with_a_saturating_rate_matches_the_direct_convolution(c, r, k
         rest = rest / rest.max()
     direct = f * rest[::-1]
     np.testing.assert_allclose(fast, direct / direct.sum(), rtol=1e-10, atol=1e-15)
+
+
+def test_random_routing_in_small_chunks_gives_the_same_throughput(monkeypatch):
+    """The random-routing solution evaluates points in chunks that bound its memory; the answer is the
+    same whatever the chunk size."""
+    from servingmodel import fullmodel
+    from servingmodel.calibrated import calibrated_params
+    from servingmodel.setup import Setup
+    from servingmodel.specs import get_gpu, get_model
+
+    setup = Setup(get_model("Llama-3.1-70B"), get_gpu("H100"), STANDALONE, calibrated_params())
+    kw = dict(concurrency=[8, 64, 256, 33], isl=10_000, osl=1_000, tp_a=[4, 2, 4, 8], count_a=[4, 8, 2, 2])
+    whole = fullmodel.predict_arrays(setup, **kw)["output_tok_s"]
+    monkeypatch.setattr(fullmodel, "RANDOM_ROUTING_CHUNK", 300)
+    chunked = fullmodel.predict_arrays(setup, **kw)["output_tok_s"]
+    assert list(chunked) == list(whole)
