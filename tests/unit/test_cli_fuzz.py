@@ -19,24 +19,7 @@ from hypothesis import strategies as st
 
 from servingmodel import cli
 
-COLUMNS = [
-    "model",
-    "gpu",
-    "tp",
-    "replicas",
-    "isl",
-    "osl",
-    "concurrency",
-    "weight_dtype",
-    "kv_dtype",
-    "kind",
-    "p_tp",
-    "p_replicas",
-    "d_tp",
-    "d_replicas",
-    "profile",
-    "note",
-]
+COLUMNS = [*cli.REQUIRED, *cli.OPTIONAL, "note"]  # every column the command reads, and one it copies
 VALID = {
     "model": ["Llama-3.1-70B", "llama-3.1-8b", "meta-llama/Llama-3.1-70B-Instruct"],
     "gpu": ["H100", "h200", "NVIDIA-H100-80GB-HBM3", "B200"],
@@ -53,6 +36,7 @@ VALID = {
     "d_tp": [""],
     "d_replicas": [""],
     "profile": ["", "ideal", "llm-d-standalone"],
+    "gpu_memory_utilization": ["", "0.95", "0.9"],
     "note": ["", "a note", "comma, inside", "line\nbreak", 'say "hi"'],
 }
 NASTY = [
