@@ -317,6 +317,22 @@ def test_disaggregated_row_needs_its_pool_columns(tmp_path, capsys):
     assert "row 2, column 'd_replicas'" in err
 
 
+def test_a_disaggregated_row_with_huge_pools_converges_instead_of_hanging(tmp_path):
+    # The prefill and link pools' waits use Erlang C, whose cost no longer grows with the pool
+    # (closed form above 64 servers): per-GPU and per-user figures settle as pools grow, at a
+    # fixed load per instance, instead of the row running for hours.
+    head = "model,gpu,tp,isl,osl,kind,p_tp,p_replicas,d_tp,d_replicas,concurrency\n"
+    rows = "".join(
+        f"Llama-3.1-70B,H100,,1000,100,disaggregated,4,{n},4,{n},{10 * n}\n" for n in (10**5, 10**14)
+    )
+    code, out = run(tmp_path, head + rows)
+    assert code == 0
+    got = pd.read_csv(out)
+    assert list(got["status"]) == ["ok", "ok"]
+    for col in ("pred_tok_s_per_gpu", "pred_tok_s_per_user", "pred_ttft_ms"):
+        assert got[col].iloc[1] == pytest.approx(got[col].iloc[0], rel=1e-3)
+
+
 @pytest.fixture(scope="module")
 def reproduced(tmp_path_factory):
     """The output of `servingmodel reproduce` (run once: it replays all 114 points)."""

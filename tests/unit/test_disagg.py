@@ -6,6 +6,8 @@ throughput never exceeds the slowest pool."""
 from __future__ import annotations
 
 import dataclasses
+import math
+from fractions import Fraction
 
 import numpy as np
 import pandas as pd
@@ -46,6 +48,36 @@ def test_erlang_c_by_hand():
     assert disagg.erlang_c(2, 1.0) == pytest.approx(1 / 3)
     assert disagg.erlang_c(2, 2.0) == 1.0
     assert disagg.erlang_c(3, 0.0) == 0.0
+
+
+def _erlang_b_by_definition(c: int, a: Fraction) -> float:
+    """B(c, a) = (a^c / c!) / sum_k a^k / k!, in exact rational arithmetic."""
+    terms = [a**k / math.factorial(k) for k in range(c + 1)]
+    return float(terms[-1] / sum(terms))
+
+
+@pytest.mark.parametrize("c", [1, 2, 7, 64, 65, 90, 200])
+@pytest.mark.parametrize("load", [Fraction(1, 10), Fraction(1, 2), Fraction(9, 10), Fraction(99, 100)])
+def test_erlang_b_matches_its_definition_on_both_sides_of_the_switch(c, load):
+    # Pools up to ERLANG_RECURSION_MAX_SERVERS take the recursion, larger ones the
+    # incomplete-gamma closed form; both must equal the textbook sum.
+    a = load * c
+    expected = _erlang_b_by_definition(c, a)
+    assert disagg.erlang_b(c, float(a)) == pytest.approx(expected, rel=1e-12, abs=1e-300)
+
+
+def test_erlang_c_on_a_huge_pool_is_finite_and_tends_to_its_limits():
+    # At a fixed utilisation below 1 the waiting probability of an M/M/c queue falls to 0 as
+    # c grows (economies of scale); at utilisation 1 - beta / sqrt(c) (Halfin-Whitt) it tends to
+    # 1 / (1 + beta Phi(beta) / phi(beta)), independent of c.
+    assert disagg.erlang_c(10**15, 0.9e15) == 0.0
+    beta = 1.0
+    phi = math.exp(-(beta**2) / 2) / math.sqrt(2 * math.pi)
+    big_phi = 0.5 * (1 + math.erf(beta / math.sqrt(2)))
+    limit = 1 / (1 + beta * big_phi / phi)
+    for c in (10**6, 10**10, 10**14):
+        got = disagg.erlang_c(c, c - beta * math.sqrt(c))
+        assert got == pytest.approx(limit, rel=2e-3)
 
 
 def test_md1_wait_is_pollaczek_khinchine():
@@ -233,6 +265,7 @@ def test_a_fit_of_a_parameter_subset_recovers_known_parameters():
         (lambda: disagg.kv_transfer_time_s(MODEL, 10_000, 0.0), "transfer_bytes_s must be a positive"),
         (lambda: disagg.erlang_c(0, 1.0), "servers must be a whole number"),
         (lambda: disagg.erlang_c(2, -1.0), "offered_load"),
+        (lambda: disagg.erlang_b(2, 2.0), "below servers"),
         (lambda: disagg.mdc_wait_s(-1.0, 1.0, 1), "rate must be"),
         (lambda: disagg.mdc_wait_s(1.0, 0.0, 1), "service_s must be positive"),
         (
