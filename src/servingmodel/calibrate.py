@@ -19,18 +19,21 @@ when the TP2 family is held out.
 from __future__ import annotations
 
 import dataclasses
+import sys
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
 from scipy.optimize import least_squares
+from tqdm import tqdm
 
 from .calibrated import CALIBRATED_FILE, calibrated_params  # noqa: F401 (the stored fit, re-exported)
 from .fullmodel import predict_measurements
-from .measurements import load_measurements
+from .measurements import MeasurementError, load_measurements
 from .paths import data_dir
 from .setup import ALL_FEATURES, FITTED_PARAMETERS, Features, ModelParams
-from .specs import parameter_facts
+from .specs import SpecError, parameter_facts
 
 LATENCY_WEIGHT = 1.0  # weight of a TPOT residual relative to a throughput residual
 TTFT_WEIGHT = 1.0  # weight of a lone-prefill TTFT residual (concurrency 1); loaded TTFTs are never fitted
@@ -150,6 +153,7 @@ def fit(
     *,
     names: tuple[str, ...] = FITTED_PARAMETERS,
     predictor=None,
+    on_evaluation: Callable[[], object] | None = None,
 ) -> FitResult:
     """Fit the parameters ``names`` (default: all of :data:`FITTED_PARAMETERS`) to ``meas`` (deterministic).
 
@@ -162,7 +166,8 @@ def fit(
     With priors the fit runs twice: once without, to measure the data's
     residual scale, then with the priors weighted by that scale
     (:func:`prior_residuals`). One optimiser and one set of tolerances serve
-    every fit of the book.
+    every fit of the book. ``on_evaluation`` is called after each evaluation of the
+    model on ``meas`` (the command's progress bar); it does not change the fit.
     """
     names = _check_names(names)
     if len(meas) == 0:
@@ -177,6 +182,8 @@ def fit(
 
     def data_residuals(z):
         pred = predict_measurements(meas, params_at(z), features, predictor=predictor)
+        if on_evaluation is not None:
+            on_evaluation()
         return residuals(pred, meas, latency_weight, ttft_weight)
 
     def solve(fun, z0):
@@ -363,11 +370,24 @@ def write_calibrated(result: FitResult, path=None) -> None:
     table[["parameter", "fitted", "stderr", "unit", "at_bound"]].to_csv(path, index=False)
 
 
-def main() -> None:
-    result = fit(load_measurements())
-    write_calibrated(result)
+def main() -> int:
+    """``make calibrate``: fit every parameter to the measurements and store the fit.
+
+    A progress bar on stderr counts the model evaluations (their number is not known in
+    advance: the optimiser stops when it converges). A data file that cannot be used is an
+    error message and exit code 2, never a traceback.
+    """
+    try:
+        meas = load_measurements()
+        with tqdm(desc="calibrating", unit=" model evaluations", file=sys.stderr, disable=None) as bar:
+            result = fit(meas, on_evaluation=bar.update)
+        write_calibrated(result)
+    except (SpecError, MeasurementError, ValueError, OSError) as e:
+        print(f"servingmodel calibrate: error: {e}", file=sys.stderr)
+        return 2
     print(parameter_table(result).to_string(index=False))
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

@@ -1,12 +1,13 @@
 """Calibration, the error ladder and the answers' numbers (chapters 09 and 10)."""
 
 import dataclasses
+import shutil
 
 import numpy as np
 import pandas as pd
 import pytest
 
-from servingmodel import answers, calibrate, diagnosis, fullmodel, ladder, replaystudy, stepsim
+from servingmodel import answers, calibrate, diagnosis, fullmodel, ladder, paths, replaystudy, stepsim
 from servingmodel.layout import layout_of
 from servingmodel.measurements import load_measurements
 from servingmodel.setup import FITTED_PARAMETERS, LADDER_FEATURES, ModelParams, Setup
@@ -469,3 +470,25 @@ def test_router_throughput_by_load_summarises_every_llm_d_point(meas, fitted):
     direct = stepsim.replay_measurements(pts, fitted.params, seeds=1, routing="balanced")
     err = direct["replay_output_tok_s"] / pts["output_tok_s"] - 1
     assert (one["median"], one["min"], one["max"]) == pytest.approx((err.median(), err.min(), err.max()))
+
+
+def test_the_progress_callback_counts_model_evaluations_without_changing_the_fit(meas):
+    sub = pd.concat([meas[meas["family"] == fam].head(3) for fam in ("TP4", "TP8")])
+    one = ("bandwidth_efficiency",)
+    calls = []
+    counted = calibrate.fit(sub, priors={}, names=one, on_evaluation=lambda: calls.append(1))
+    plain = calibrate.fit(sub, priors={}, names=one)
+    assert len(calls) >= 2  # the start point and at least one finite-difference step
+    assert counted.params == plain.params
+
+
+def test_make_calibrate_on_a_broken_data_file_is_a_message_not_a_traceback(tmp_path, monkeypatch, capsys):
+    copy = tmp_path / "data"
+    shutil.copytree(paths.DATA_DIR, copy)
+    monkeypatch.setenv(paths.DATA_ENV, str(copy))
+    (copy / "gpus.csv").write_text("gpu,quantity\nH100,memory_gib\n", encoding="utf-8")
+    stored = (copy / calibrate.CALIBRATED_FILE).read_bytes()
+    assert calibrate.main() == 2
+    err = capsys.readouterr().err
+    assert "servingmodel calibrate: error:" in err and "gpus.csv" in err and "Traceback" not in err
+    assert (copy / calibrate.CALIBRATED_FILE).read_bytes() == stored  # the stored fit is untouched
