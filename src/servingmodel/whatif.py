@@ -323,21 +323,8 @@ def sweep(
         )
         c[unset] = np.where(fits, saturating_concurrency(bmax, reps[unset]), 1.0)
     out = predict_arrays(setup, features=features, concurrency=c, isl=isl, osl=osl, tp_a=tp, count_a=reps)
-    fits = np.asarray(out["fits"], bool)
     nan = np.full(tp.size, np.nan)
-    return _sweep_frame(
-        setup,
-        "aggregated",
-        (tp, reps, nan, nan, nan, nan),
-        isl,
-        osl,
-        c,
-        out["output_tok_s"],
-        np.asarray(out["ttft_s"], float) * 1e3,
-        np.asarray(out["tpot_s"], float) * 1e3,
-        np.where(fits, out["max_batch"], np.nan),
-        fits,
-    )
+    return _frame_of_arrays(setup, "aggregated", (tp, reps, nan, nan, nan, nan), isl, osl, c, out)
 
 
 def layout_grid(
@@ -360,6 +347,24 @@ def layout_grid(
         isl=isl,
         osl=osl,
         features=features,
+    )
+
+
+def _frame_of_arrays(setup: Setup, kind, layout, isl, osl, c, out: dict) -> pd.DataFrame:
+    """:func:`_sweep_frame` from a vectorised predictor's arrays (times in s, ``fits`` flags)."""
+    fits = np.asarray(out["fits"], bool)
+    return _sweep_frame(
+        setup,
+        kind,
+        layout,
+        isl,
+        osl,
+        c,
+        out["output_tok_s"],
+        np.asarray(out["ttft_s"], float) * 1e3,
+        np.asarray(out["tpot_s"], float) * 1e3,
+        np.where(fits, out["max_batch"], np.nan),
+        fits,
     )
 
 
@@ -529,21 +534,8 @@ def sweep_served_aggregated(
         tp_b=dtp,
         count_b=drep,
     )
-    fits = np.asarray(out["fits"], bool)
     nan = np.full(c.size, np.nan)
-    return _sweep_frame(
-        setup,
-        "disaggregated",
-        (nan, nan, ptp, prep, dtp, drep),
-        isl,
-        osl,
-        c,
-        out["output_tok_s"],
-        np.asarray(out["ttft_s"], float) * 1e3,
-        np.asarray(out["tpot_s"], float) * 1e3,
-        np.where(fits, out["max_batch"], np.nan),
-        fits,
-    )
+    return _frame_of_arrays(setup, "disaggregated", (nan, nan, ptp, prep, dtp, drep), isl, osl, c, out)
 
 
 def pool_ceilings(
